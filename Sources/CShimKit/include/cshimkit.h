@@ -1,0 +1,34 @@
+#pragma once
+/* Small C helpers for what Swift's Glibc module hides (GNU extensions,
+ * raw syscalls without glibc wrappers, ioctl structs). */
+#include <spawn.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+short cshim_spawn_flag_setsid(void);
+int cshim_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
+
+/* pidfd_open(2) and pidfd_send_signal(2); return -1 and set errno. */
+int cshim_pidfd_open(pid_t pid);
+int cshim_pidfd_send_signal(int pidfd, int sig);
+/* waitid(P_PIDFD, ...) with WNOHANG; returns 0 and fills the outputs when the
+ * child was reaped, 1 when it has not exited yet, -1 with errno (ECHILD when
+ * the process is not our child). */
+int cshim_pidfd_reap(int pidfd, int *code, int *status);
+
+/* Opens (or creates) a tap device on /dev/net/tun. `name` is in/out
+ * (IFNAMSIZ bytes); an empty name lets the kernel pick one from `pattern`
+ * semantics of the caller. vnet_hdr asks for IFF_VNET_HDR. Returns the fd. */
+int cshim_tap_open(char *name, int vnet_hdr);
+/* Sets a network interface's MAC address (6 bytes). */
+int cshim_link_set_mac(const char *name, const unsigned char *mac);
+/* Sets a network interface's MTU. */
+int cshim_link_set_mtu(const char *name, int mtu);
+/* Sets a network interface up (IFF_UP). */
+int cshim_link_set_up(const char *name);
+
+/* Data for the SIGCHLD-less exit watching and sane defaults. */
+int cshim_set_no_new_privs(void);
+int cshim_set_child_subreaper(void);
+int cshim_ifnamsiz(void);
