@@ -1,0 +1,354 @@
+/// What libvirt fills in between parsing and launching, done the same way so
+/// the guest sees the same hardware: implicit controllers and devices, MAC
+/// addresses, drive and PCI addresses, device aliases (which become QEMU ids).
+///
+/// Pure except for the injected `Environment` (random MACs, free VNC ports,
+/// the run directory), so golden tests are deterministic.
+public struct DomainDefaults {
+    public struct Environment: Sendable {
+        public var runDirectory: RunDirectory
+        public var randomMAC: @Sendable () -> String
+        /// Returns a free TCP port ≥ 5900 on the given listen address.
+        public var freeVNCPort: @Sendable (String) throws -> Int
+
+        public init(
+            runDirectory: RunDirectory, randomMAC: @escaping @Sendable () -> String = DomainDefaults.randomMAC,
+            freeVNCPort: @escaping @Sendable (String) throws -> Int
+        ) {
+            self.runDirectory = runDirectory
+            self.randomMAC = randomMAC
+            self.freeVNCPort = freeVNCPort
+        }
+    }
+
+    let file: String
+    let environment: Environment
+
+    public init(file: String, environment: Environment) {
+        self.file = file
+        self.environment = environment
+    }
+
+    func error(_ message: String, code: ShimError.Code = .invalidArgument) -> ShimError {
+        ShimError(code, "\(file): \(message)")
+    }
+
+    /// libvirt's MAC prefix for QEMU guests plus three random bytes.
+    @Sendable public static func randomMAC() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<3).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return (["52", "54", "00"] + bytes.map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) })
+            .joined(separator: ":")
+    }
+
+    public func apply(_ input: DomainSpec) throws -> DomainSpec {
+        var spec = input
+        let isQ35 = spec.os.isQ35
+        // x86 guests get whole MiB, as libvirt aligns them at start.
+        spec.memory.maximumKiB = (spec.memory.maximumKiB + 1023) / 1024 * 1024
+        spec.memory.currentKiB = min(spec.memory.currentKiB, spec.memory.maximumKiB)
+
+        let hasDeviceBootOrder =
+            spec.devices.disks.contains { $0.bootOrder != nil } || spec.devices.interfaces.contains { $0.bootOrder != nil }
+        if spec.os.bootDevices.isEmpty, !hasDeviceBootOrder {
+            spec.os.bootDevices = [.hd]
+        }
+
+        try arrangeDisks(&spec, isQ35: isQ35)
+        try arrangeControllers(&spec, isQ35: isQ35)
+        try arrangeCharDevices(&spec)
+        try arrangeInputsAndVideo(&spec)
+        if spec.devices.memballoon == nil {
+            spec.devices.memballoon = DomainSpec.Memballoon(model: .virtio, autodeflate: nil, freePageReporting: nil)
+        }
+        for index in spec.devices.interfaces.indices where spec.devices.interfaces[index].macGenerated {
+            var mac = environment.randomMAC()
+            while spec.devices.interfaces.contains(where: { $0.mac == mac }) { mac = environment.randomMAC() }
+            spec.devices.interfaces[index].mac = mac
+        }
+        assignAliases(&spec, isQ35: isQ35)
+        for index in spec.devices.graphics.indices where spec.devices.graphics[index].port == nil {
+            if case .address(let address) = spec.devices.graphics[index].listen {
+                spec.devices.graphics[index].port = try environment.freeVNCPort(address)
+            }
+        }
+        try PCIAddressAssigner(file: file).assign(&spec)
+        return spec
+    }
+
+    // MARK: - Disks
+
+    /// libvirt's disk array: grouped by bus in order of first appearance,
+    /// sorted by target index within a bus (so vdz comes before vdaa).
+    func arrangeDisks(_ spec: inout DomainSpec, isQ35: Bool) throws {
+        var busOrder: [DomainSpec.Disk.Bus] = []
+        for disk in spec.devices.disks where !busOrder.contains(disk.bus) { busOrder.append(disk.bus) }
+        var arranged: [DomainSpec.Disk] = []
+        for bus in busOrder {
+            let group = spec.devices.disks.filter { $0.bus == bus }
+            arranged += group.sorted {
+                (DomainParser.diskIndex($0.targetDev) ?? 0) < (DomainParser.diskIndex($1.targetDev) ?? 0)
+            }
+        }
+        var usedDriveAddresses = Set<String>()
+        for index in arranged.indices {
+            var disk = arranged[index]
+            switch disk.bus {
+            case .virtio:
+                break
+            case .ide:
+                if isQ35 {
+                    throw error("disk '\(disk.targetDev)': IDE controllers are unsupported for the q35 machine type; use bus='sata'")
+                }
+                if disk.device == .disk, disk.readOnly {
+                    throw error("disk '\(disk.targetDev)': readonly ide disks are not supported (libvirt refuses them too)")
+                }
+                if disk.driveAddress == nil {
+                    let i = DomainParser.diskIndex(disk.targetDev) ?? 0
+                    disk.driveAddress = DriveAddress(controller: i / 4, bus: (i % 4) / 2, unit: i % 2)
+                }
+                if let address = disk.driveAddress, address.controller > 0 || address.bus > 1 || address.unit > 1 {
+                    throw error("disk '\(disk.targetDev)': the PIIX3 IDE controller has two buses with two units each")
+                }
+            case .sata:
+                if disk.device == .disk, disk.readOnly {
+                    throw error("disk '\(disk.targetDev)': readonly sata disks are not supported (libvirt refuses them too)")
+                }
+                if disk.driveAddress == nil {
+                    let i = DomainParser.diskIndex(disk.targetDev) ?? 0
+                    disk.driveAddress = DriveAddress(controller: i / 6, bus: 0, unit: i % 6)
+                }
+                if let address = disk.driveAddress, address.bus != 0 || address.unit > 5 {
+                    throw error("disk '\(disk.targetDev)': a SATA controller has bus 0 with units 0 to 5")
+                }
+            }
+            if let address = disk.driveAddress {
+                let key = "\(disk.bus)-\(address.controller)-\(address.bus)-\(address.unit)"
+                guard usedDriveAddresses.insert(key).inserted else {
+                    throw error("disks share the drive address controller \(address.controller) bus \(address.bus) unit \(address.unit)")
+                }
+            }
+            arranged[index] = disk
+        }
+        spec.devices.disks = arranged
+    }
+
+    // MARK: - Controllers
+
+    func arrangeControllers(_ spec: inout DomainSpec, isQ35: Bool) throws {
+        var explicit = spec.devices.controllers
+        for controller in explicit {
+            switch (controller.kind, controller.model, controller.index) {
+            case (.pci, "pci-root"?, let index):
+                guard !isQ35 else { throw error("the q35 machine type needs model='pcie-root' for PCI controller 0") }
+                guard index == 0 else { throw error("pci-root must have index 0") }
+            case (.pci, "pcie-root"?, let index):
+                guard isQ35 else { throw error("model='pcie-root' needs the q35 machine type") }
+                guard index == 0 else { throw error("pcie-root must have index 0") }
+            case (.pci, "pcie-root-port"?, let index):
+                guard isQ35 else { throw error("pcie-root-port controllers need the q35 machine type") }
+                guard index > 0 else { throw error("PCI controller index 0 is the root bus") }
+            case (.pci, "pci-bridge"?, let index):
+                guard !isQ35 else {
+                    throw error("pci-bridge on q35 needs a dmi-to-pci-bridge, which vmshim does not support yet", code: .unsupported)
+                }
+                guard index > 0 else { throw error("PCI controller index 0 is the root bus") }
+            case (.ide, _, let index):
+                guard !isQ35 else { throw error("IDE controllers are unsupported for the q35 machine type") }
+                guard index == 0 else { throw error("only IDE controller 0 (the PIIX3 one) is supported") }
+            case (.usb, "piix3-uhci"?, _) where isQ35:
+                throw error("the piix3-uhci USB controller belongs to the pc machine type; use qemu-xhci on q35")
+            default:
+                break
+            }
+        }
+        var seen = Set<String>()
+        for controller in explicit where !seen.insert("\(controller.kind.rawValue)/\(controller.index)").inserted {
+            throw error("two <controller type='\(controller.kind.rawValue)' index='\(controller.index)'> elements")
+        }
+
+        // Explicit controllers: grouped by type in order of first appearance, by index within a type.
+        var typeOrder: [DomainSpec.Controller.Kind] = []
+        for controller in explicit where !typeOrder.contains(controller.kind) { typeOrder.append(controller.kind) }
+        explicit = typeOrder.flatMap { kind in explicit.filter { $0.kind == kind }.sorted { $0.index < $1.index } }
+
+        func has(_ kind: DomainSpec.Controller.Kind, _ index: Int) -> Bool {
+            explicit.contains { $0.kind == kind && $0.index == index }
+        }
+        func implicitController(_ kind: DomainSpec.Controller.Kind, _ index: Int, _ model: String?) -> DomainSpec.Controller {
+            var controller = DomainSpec.Controller(kind: kind, index: index, model: model)
+            controller.implicit = true
+            return controller
+        }
+        // libvirt's defaults come next…
+        if !has(.usb, 0) { explicit.append(implicitController(.usb, 0, isQ35 ? "qemu-xhci" : "piix3-uhci")) }
+        if !has(.pci, 0) { explicit.append(implicitController(.pci, 0, isQ35 ? "pcie-root" : "pci-root")) }
+        if isQ35, !has(.sata, 0) { explicit.append(implicitController(.sata, 0, nil)) }
+        // …then the controllers devices need.
+        if !isQ35, spec.devices.disks.contains(where: { $0.bus == .ide }), !has(.ide, 0) {
+            explicit.append(implicitController(.ide, 0, nil))
+        }
+        let sataControllers = spec.devices.disks.filter { $0.bus == .sata }.compactMap { $0.driveAddress?.controller }
+        if let highest = sataControllers.max() {
+            for index in 0...highest where !has(.sata, index) && !explicit.contains(where: { $0.kind == .sata && $0.index == index }) {
+                explicit.append(implicitController(.sata, index, nil))
+            }
+        }
+        if !spec.devices.channels.isEmpty, !has(.virtioSerial, 0) {
+            explicit.append(implicitController(.virtioSerial, 0, nil))
+        }
+        for controller in explicit where controller.kind == .usb && controller.model == nil {
+            if let index = explicit.firstIndex(where: { $0.kind == .usb && $0.index == controller.index }) {
+                explicit[index].model = isQ35 ? "qemu-xhci" : "piix3-uhci"
+            }
+        }
+        spec.devices.controllers = explicit
+    }
+
+    // MARK: - Character devices
+
+    func arrangeCharDevices(_ spec: inout DomainSpec) throws {
+        // Serial target ports: explicit ones first, then the lowest free.
+        var usedPorts = Set(spec.devices.serials.compactMap(\.targetPort))
+        for index in spec.devices.serials.indices where spec.devices.serials[index].targetPort == nil {
+            guard let port = (0...3).first(where: { !usedPorts.contains($0) }) else {
+                throw error("more than four serial ports; the PC has COM1 to COM4")
+            }
+            spec.devices.serials[index].targetPort = port
+            usedPorts.insert(port)
+        }
+        if Set(spec.devices.serials.compactMap(\.targetPort)).count != spec.devices.serials.count {
+            throw error("two <serial> devices use the same target port")
+        }
+        // A serial console is the serial port it names; without one libvirt creates it.
+        for index in spec.devices.consoles.indices {
+            let port = spec.devices.consoles[index].targetPort ?? 0
+            spec.devices.consoles[index].targetPort = port
+            if let serial = spec.devices.serials.first(where: { $0.targetPort == port }) {
+                spec.devices.consoles[index].backend = serial.backend
+            } else {
+                var serial = spec.devices.consoles[index]
+                serial.targetType = .isaSerial
+                spec.devices.serials.append(serial)
+            }
+        }
+        // virtio-serial port numbers ("nr"): 1, 2, … unless given.
+        var usedNr = Set(spec.devices.channels.compactMap(\.targetPort))
+        for index in spec.devices.channels.indices where spec.devices.channels[index].targetPort == nil {
+            let nr = (1...31).first { !usedNr.contains($0) } ?? 31
+            spec.devices.channels[index].targetPort = nr
+            usedNr.insert(nr)
+        }
+        if Set(spec.devices.channels.compactMap(\.targetPort)).count != spec.devices.channels.count {
+            throw error("two channels use the same virtio-serial port")
+        }
+    }
+
+    // MARK: - Inputs and video
+
+    func arrangeInputsAndVideo(_ spec: inout DomainSpec) throws {
+        let usbModel = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }?.model
+        for input in spec.devices.inputs where input.bus == .usb && usbModel == "none" {
+            throw error("a USB \(input.kind.rawValue) needs a USB controller, but the domain has model='none'")
+        }
+        // libvirt always lists a PS/2 mouse and keyboard on x86 (they are part of the chipset).
+        for kind in [DomainSpec.Input.Kind.mouse, .keyboard]
+        where !spec.devices.inputs.contains(where: { $0.kind == kind && $0.bus == .ps2 }) {
+            var input = DomainSpec.Input(kind: kind, bus: .ps2)
+            input.implicit = true
+            spec.devices.inputs.append(input)
+        }
+
+        let primaries = spec.devices.videos.filter(\.primary)
+        if primaries.count > 1 { throw error("only one <video> can be primary='yes'") }
+        if let index = spec.devices.videos.firstIndex(where: \.primary), index != 0 {
+            let primary = spec.devices.videos.remove(at: index)
+            spec.devices.videos.insert(primary, at: 0)
+        }
+        if spec.devices.videos.isEmpty, !spec.devices.graphics.isEmpty {
+            var video = DomainSpec.Video(
+                model: .cirrus, vramKiB: 16384, ramKiB: nil, vgamemKiB: nil, vram64KiB: nil, heads: 1, primary: true)
+            video.implicit = true
+            spec.devices.videos.append(video)
+        }
+        if spec.devices.videos.count > 1, spec.devices.videos.dropFirst().contains(where: { $0.model == .none }) {
+            throw error("video model 'none' can only be the only video device")
+        }
+        for (index, video) in spec.devices.videos.enumerated() where index > 0 {
+            guard video.model == .qxl || video.model == .virtio else {
+                throw error("a secondary video device must be qxl or virtio, not \(video.model.rawValue)")
+            }
+        }
+        if !spec.devices.videos.isEmpty { spec.devices.videos[0].primary = spec.devices.videos[0].model != .none }
+    }
+
+    // MARK: - Aliases
+
+    func assignAliases(_ spec: inout DomainSpec, isQ35: Bool) {
+        func keep(_ alias: String, _ generated: String) -> String { alias.isEmpty ? generated : alias }
+        for index in spec.devices.disks.indices {
+            let disk = spec.devices.disks[index]
+            let generated: String
+            switch disk.bus {
+            case .virtio: generated = "virtio-disk\(DomainParser.diskIndex(disk.targetDev) ?? index)"
+            case .ide:
+                let a = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                generated = "ide\(a.controller)-\(a.bus)-\(a.unit)"
+            case .sata:
+                let a = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                generated = "sata\(a.controller)-\(a.bus)-\(a.unit)"
+            }
+            spec.devices.disks[index].alias = keep(disk.alias, generated)
+        }
+        for index in spec.devices.controllers.indices {
+            let controller = spec.devices.controllers[index]
+            let generated: String
+            switch controller.kind {
+            case .usb: generated = controller.index == 0 ? "usb" : "usb\(controller.index)"
+            case .ide: generated = "ide"
+            case .sata: generated = isQ35 && controller.index == 0 ? "ide" : "sata\(controller.index)"
+            case .virtioSerial: generated = "virtio-serial\(controller.index)"
+            case .pci: generated = controller.model == "pcie-root" ? "pcie.0" : "pci.\(controller.index)"
+            }
+            spec.devices.controllers[index].alias = keep(controller.alias, generated)
+        }
+        for index in spec.devices.interfaces.indices {
+            spec.devices.interfaces[index].alias = keep(spec.devices.interfaces[index].alias, "net\(index)")
+        }
+        for index in spec.devices.serials.indices {
+            spec.devices.serials[index].alias = keep(spec.devices.serials[index].alias, "serial\(index)")
+        }
+        for index in spec.devices.consoles.indices {
+            let port = spec.devices.consoles[index].targetPort ?? 0
+            let serial = spec.devices.serials.first { $0.targetPort == port }
+            spec.devices.consoles[index].alias = serial?.alias ?? "console\(index)"
+        }
+        for index in spec.devices.channels.indices {
+            spec.devices.channels[index].alias = keep(spec.devices.channels[index].alias, "channel\(index)")
+            if case .unixListen(let path) = spec.devices.channels[index].backend, path.isEmpty {
+                let channel = spec.devices.channels[index]
+                let name = channel.targetName ?? channel.alias
+                spec.devices.channels[index].backend = .unixListen(path: environment.runDirectory.deviceSocket(name))
+            }
+        }
+        for index in spec.devices.inputs.indices {
+            spec.devices.inputs[index].alias = keep(spec.devices.inputs[index].alias, "input\(index)")
+        }
+        for index in spec.devices.videos.indices {
+            spec.devices.videos[index].alias = keep(spec.devices.videos[index].alias, "video\(index)")
+        }
+        if let balloon = spec.devices.memballoon, balloon.model == .virtio {
+            spec.devices.memballoon?.alias = keep(balloon.alias, "balloon0")
+        }
+        for index in spec.devices.rngs.indices {
+            spec.devices.rngs[index].alias = keep(spec.devices.rngs[index].alias, "rng\(index)")
+        }
+        for index in spec.devices.panics.indices {
+            spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")
+        }
+    }
+}
+
+extension DomainSpec.OS {
+    public var isQ35: Bool { machine == "q35" || machine.hasPrefix("pc-q35-") }
+}

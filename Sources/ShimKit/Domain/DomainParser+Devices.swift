@@ -1,0 +1,739 @@
+extension DomainParser {
+    func parseDevices(_ element: XMLElement, os: DomainSpec.OS) throws -> DomainSpec.Devices {
+        var devices = DomainSpec.Devices()
+        var positions: [String: Int] = [:]
+        for child in element.children where child.namespaceURI == nil {
+            let position = positions[child.name, default: 0]
+            positions[child.name] = position + 1
+            switch child.name {
+            case "emulator":
+                continue
+            case "disk":
+                child.consumed = true
+                devices.disks.append(try parseDisk(child).at(position))
+            case "controller":
+                child.consumed = true
+                devices.controllers.append(try parseController(child).at(position))
+            case "interface":
+                child.consumed = true
+                devices.interfaces.append(try parseInterface(child).at(position))
+            case "serial":
+                child.consumed = true
+                devices.serials.append(try parseCharDevice(child, kind: .serial).at(position))
+            case "console":
+                child.consumed = true
+                devices.consoles.append(try parseCharDevice(child, kind: .console).at(position))
+            case "channel":
+                child.consumed = true
+                devices.channels.append(try parseCharDevice(child, kind: .channel).at(position))
+            case "input":
+                child.consumed = true
+                devices.inputs.append(try parseInput(child).at(position))
+            case "graphics":
+                child.consumed = true
+                devices.graphics.append(try parseGraphics(child).at(position))
+            case "video":
+                child.consumed = true
+                devices.videos.append(try parseVideo(child).at(position))
+            case "memballoon":
+                child.consumed = true
+                guard devices.memballoon == nil else { throw reader.error(child, "only one <memballoon> is allowed") }
+                devices.memballoon = try parseMemballoon(child).at(position)
+            case "rng":
+                child.consumed = true
+                devices.rngs.append(try parseRNG(child).at(position))
+            case "panic":
+                child.consumed = true
+                devices.panics.append(try parsePanic(child).at(position))
+            case "audio":
+                child.consumed = true
+                let type = reader.attribute(child, "type")
+                guard type == "none" else {
+                    throw reader.unsupported(child, "audio type='\(type ?? "")' (only type='none')")
+                }
+                reader.ignoreAttributes(child, "id")
+            default:
+                continue  // left unconsumed: reported with its line by the final check
+            }
+        }
+        try checkUniqueTargets(devices, element)
+        return devices
+    }
+
+    func checkUniqueTargets(_ devices: DomainSpec.Devices, _ element: XMLElement) throws {
+        var seen = Set<String>()
+        for disk in devices.disks where !seen.insert(disk.targetDev).inserted {
+            throw reader.error(element, "two disks use target dev='\(disk.targetDev)'")
+        }
+        var macs = Set<String>()
+        for nic in devices.interfaces where !nic.macGenerated && !macs.insert(nic.mac.lowercased()).inserted {
+            throw reader.error(element, "two interfaces use MAC address \(nic.mac)")
+        }
+    }
+
+    // MARK: - Addresses and aliases
+
+    enum Address {
+        case pci(PCIAddress)
+        case drive(DriveAddress)
+        case usb(port: String)
+        case isa(ioBase: Int?)
+        case virtioSerial(controller: Int, bus: Int, port: Int?)
+    }
+
+    func parseAddress(_ device: XMLElement) throws -> Address? {
+        guard let element = try reader.child(device, "address") else { return nil }
+        let type = try reader.requiredAttribute(element, "type")
+        switch type {
+        case "pci":
+            let domain = try reader.intAttribute(element, "domain", range: 0...0xFFFF) ?? 0
+            guard domain == 0 else { throw reader.unsupported(element, "PCI domain \(domain) (only 0)") }
+            var address = PCIAddress(
+                bus: try reader.intAttribute(element, "bus", range: 0...0xFF) ?? 0,
+                slot: try reader.intAttribute(element, "slot", range: 0...0x1F) ?? 0,
+                function: try reader.intAttribute(element, "function", range: 0...7) ?? 0)
+            address.multifunction = try reader.boolAttribute(element, "multifunction") ?? false
+            return .pci(address)
+        case "drive":
+            return .drive(
+                DriveAddress(
+                    controller: try reader.intAttribute(element, "controller", range: 0...31) ?? 0,
+                    bus: try reader.intAttribute(element, "bus", range: 0...31) ?? 0,
+                    target: try reader.intAttribute(element, "target", range: 0...0) ?? 0,
+                    unit: try reader.intAttribute(element, "unit", range: 0...31) ?? 0))
+        case "usb":
+            _ = try reader.intAttribute(element, "bus", range: 0...0)
+            return .usb(port: reader.attribute(element, "port") ?? "")
+        case "isa":
+            return .isa(ioBase: try reader.intAttribute(element, "iobase", range: 0...0xFFFF))
+        case "virtio-serial":
+            return .virtioSerial(
+                controller: try reader.intAttribute(element, "controller", range: 0...31) ?? 0,
+                bus: try reader.intAttribute(element, "bus", range: 0...0) ?? 0,
+                port: try reader.intAttribute(element, "port", range: 1...31))
+        default:
+            throw reader.unsupported(element, "address type='\(type)'")
+        }
+    }
+
+    func pciAddress(_ device: XMLElement) throws -> PCIAddress? {
+        guard let address = try parseAddress(device) else { return nil }
+        guard case .pci(let pci) = address else {
+            throw reader.error(device.firstElement(named: "address") ?? device, "this device needs a PCI address")
+        }
+        return pci
+    }
+
+    /// User aliases (`ua-` prefix) are kept; libvirt's generated aliases are
+    /// output only and recomputed.
+    func userAlias(_ device: XMLElement) throws -> String {
+        guard let element = try reader.child(device, "alias") else { return "" }
+        let name = try reader.requiredAttribute(element, "name")
+        return name.hasPrefix("ua-") ? name : ""
+    }
+
+    func bootOrder(_ device: XMLElement) throws -> Int? {
+        guard let boot = try reader.child(device, "boot") else { return nil }
+        reader.ignoreAttributes(boot, "loadparm")
+        guard let order = try reader.intAttribute(boot, "order", range: 1...65535) else {
+            throw reader.error(boot, "missing attribute 'order'")
+        }
+        return order
+    }
+
+    // MARK: - Disks
+
+    func parseDisk(_ element: XMLElement) throws -> DomainSpec.Disk {
+        let sourceTypeRaw = reader.attribute(element, "type") ?? "file"
+        guard let sourceType = DomainSpec.Disk.SourceType(rawValue: sourceTypeRaw) else {
+            throw reader.unsupported(element, "disk type='\(sourceTypeRaw)' (vmshim supports file and block)")
+        }
+        let deviceRaw = reader.attribute(element, "device") ?? "disk"
+        guard let device = DomainSpec.Disk.Device(rawValue: deviceRaw) else {
+            throw reader.unsupported(element, "disk device='\(deviceRaw)' (vmshim supports disk and cdrom)")
+        }
+        if reader.attribute(element, "snapshot") != nil { throw reader.unsupported(element, "disk snapshot") }
+        if element.attribute("rawio") != nil { throw reader.unsupported(element, "rawio") }
+
+        var format = DomainSpec.Disk.Format.raw
+        var cache: DomainSpec.Disk.Cache?
+        var io: DomainSpec.Disk.IO?
+        var discard: DomainSpec.Disk.Discard?
+        if let driver = try reader.child(element, "driver") {
+            if let name = reader.attribute(driver, "name"), name != "qemu" {
+                throw reader.error(driver, "driver name='\(name)' must be 'qemu'")
+            }
+            if let type = reader.attribute(driver, "type") {
+                guard let value = DomainSpec.Disk.Format(rawValue: type) else {
+                    throw reader.unsupported(driver, "disk format type='\(type)' (vmshim supports raw and qcow2)")
+                }
+                format = value
+            }
+            cache = try reader.enumAttribute(driver, "cache", DomainSpec.Disk.Cache.self)
+            io = try reader.enumAttribute(driver, "io", DomainSpec.Disk.IO.self)
+            discard = try reader.enumAttribute(driver, "discard", DomainSpec.Disk.Discard.self)
+            if io == .native, let cache, cache != .none, cache != .directsync {
+                throw reader.error(driver, "io='native' needs cache='none' or 'directsync' (libvirt refuses it too)")
+            }
+        }
+
+        var source: String?
+        if let sourceElement = try reader.child(element, "source") {
+            let attributeName = sourceType == .file ? "file" : "dev"
+            if let path = reader.attribute(sourceElement, attributeName), !path.isEmpty {
+                guard path.hasPrefix("/") else {
+                    throw reader.error(sourceElement, "\(attributeName)='\(path)' must be an absolute path")
+                }
+                source = path
+            }
+            if reader.attribute(sourceElement, "startupPolicy") != nil {
+                throw reader.unsupported(sourceElement, "startupPolicy")
+            }
+            reader.ignoreAttributes(sourceElement, "index")
+            if let seclabel = try reader.child(sourceElement, "seclabel") {
+                throw reader.unsupported(seclabel, "per-disk security labels")
+            }
+        }
+        if let backing = try reader.child(element, "backingStore") {
+            // An empty <backingStore/> states "no backing chain"; a declared chain is not supported yet.
+            if !backing.attributes.isEmpty || !backing.children.isEmpty {
+                throw reader.unsupported(backing, "a declared <backingStore> chain")
+            }
+        }
+        guard let target = try reader.child(element, "target") else { throw reader.error(element, "missing <target>") }
+        let targetDev = try reader.requiredAttribute(target, "dev")
+        let busRaw = reader.attribute(target, "bus") ?? DomainParser.defaultBus(forTarget: targetDev)
+        guard let busName = busRaw, let bus = DomainSpec.Disk.Bus(rawValue: busName) else {
+            throw reader.unsupported(target, "disk bus='\(busRaw ?? "?")' (vmshim supports virtio, sata and ide)")
+        }
+        if let tray = reader.attribute(target, "tray"), tray != "closed" {
+            throw reader.unsupported(target, "tray='\(tray)'")
+        }
+        _ = try reader.boolAttribute(target, "removable")
+        guard DomainParser.diskIndex(targetDev) != nil else {
+            throw reader.error(target, "dev='\(targetDev)' is not a disk name like vda, sda or hda")
+        }
+        if device == .cdrom, bus == .virtio {
+            throw reader.error(target, "a cdrom cannot sit on the virtio bus; use sata or ide")
+        }
+        if device == .disk, source == nil {
+            throw reader.error(element, "a disk needs a <source \(sourceType == .file ? "file" : "dev")=…>")
+        }
+        let readOnly = try reader.child(element, "readonly") != nil || device == .cdrom
+        let shareable = try reader.child(element, "shareable") != nil
+        let serial = try reader.childText(element, "serial")
+        if let serial, serial.unicodeScalars.contains(where: { !DomainParser.isSerialCharacter($0) }) {
+            throw reader.error(element, "disk serial '\(serial)' may only hold letters, digits, spaces and _ + - . : /")
+        }
+        for unsupported in ["iotune", "encryption", "auth", "wwn", "vendor", "product", "blockio", "geometry", "mirror"] {
+            if let node = try reader.child(element, unsupported) { throw reader.unsupported(node, "disk <\(unsupported)>") }
+        }
+        var disk = DomainSpec.Disk(
+            sourceType: sourceType, device: device, source: source, format: format, cache: cache, io: io,
+            discard: discard, readOnly: readOnly, shareable: shareable, serial: serial, targetDev: targetDev, bus: bus,
+            bootOrder: try bootOrder(element))
+        disk.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case .pci(let address)?:
+            guard bus == .virtio else { throw reader.error(element, "only virtio disks take a PCI address") }
+            disk.pciAddress = address
+        case .drive(let address)?:
+            guard bus != .virtio else { throw reader.error(element, "a virtio disk takes a PCI address, not a drive address") }
+            disk.driveAddress = address
+        case nil:
+            break
+        default:
+            throw reader.error(element, "unsupported address type for a disk")
+        }
+        return disk
+    }
+
+    /// libvirt's allowed disk serial characters.
+    static func isSerialCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar {
+        case "a"..."z", "A"..."Z", "0"..."9", " ", "_", "+", "-", ".", ":", "/": return true
+        default: return false
+        }
+    }
+
+    static func defaultBus(forTarget dev: String) -> String? {
+        if dev.hasPrefix("vd") { return "virtio" }
+        if dev.hasPrefix("hd") { return "ide" }
+        if dev.hasPrefix("sd") { return "sata" }
+        return nil
+    }
+
+    /// libvirt's virDiskNameToIndex: "vda" → 0, "sdz" → 25, "hdaa" → 26.
+    public static func diskIndex(_ dev: String) -> Int? {
+        var letters = Substring(dev)
+        for prefix in ["fd", "hd", "vd", "sd", "xvd", "ubd"] where letters.hasPrefix(prefix) {
+            letters = letters.dropFirst(prefix.count)
+            break
+        }
+        guard !letters.isEmpty, letters.count <= 3, letters.allSatisfy({ $0 >= "a" && $0 <= "z" }),
+            letters.count < dev.count
+        else { return nil }
+        var index = 0
+        for ch in letters.unicodeScalars {
+            index = index * 26 + Int(ch.value - Unicode.Scalar("a").value) + 1
+        }
+        return index - 1
+    }
+
+    // MARK: - Controllers
+
+    func parseController(_ element: XMLElement) throws -> DomainSpec.Controller {
+        let typeRaw = try reader.requiredAttribute(element, "type")
+        guard let kind = DomainSpec.Controller.Kind(rawValue: typeRaw) else {
+            throw reader.unsupported(element, "controller type='\(typeRaw)'")
+        }
+        let index = try reader.intAttribute(element, "index", range: 0...255) ?? 0
+        var controller = DomainSpec.Controller(kind: kind, index: index, model: reader.attribute(element, "model"))
+        switch kind {
+        case .pci:
+            let allowed = ["pci-root", "pcie-root", "pcie-root-port", "pci-bridge", "pcie-to-pci-bridge"]
+            guard let model = controller.model else { throw reader.error(element, "a PCI controller needs a model") }
+            guard allowed.contains(model) else {
+                throw reader.unsupported(element, "PCI controller model '\(model)' (supported: \(allowed.joined(separator: ", ")))")
+            }
+            if let modelElement = try reader.child(element, "model") {
+                let name = reader.attribute(modelElement, "name")
+                let expected = ["pcie-root-port": "pcie-root-port", "pci-bridge": "pci-bridge"][model]
+                if let name, name != expected {
+                    throw reader.unsupported(modelElement, "PCI controller device '\(name)'")
+                }
+            }
+            if let target = try reader.child(element, "target") {
+                controller.chassis = try reader.intAttribute(target, "chassis", range: 0...255)
+                    ?? reader.intAttribute(target, "chassisNr", range: 1...255)
+                controller.port = try reader.intAttribute(target, "port", range: 0...255)
+                reader.ignoreAttributes(target, "busNr")
+            }
+        case .usb:
+            let allowed = ["piix3-uhci", "qemu-xhci", "nec-xhci", "none"]
+            if let model = controller.model, !allowed.contains(model) {
+                throw reader.unsupported(element, "USB controller model '\(model)' (supported: \(allowed.joined(separator: ", ")))")
+            }
+            controller.ports = try reader.intAttribute(element, "ports", range: 1...15)
+        case .ide, .sata:
+            break
+        case .virtioSerial:
+            controller.ports = try reader.intAttribute(element, "ports", range: 1...31)
+            if element.attribute("vectors") != nil { throw reader.unsupported(element, "virtio-serial vectors") }
+        }
+        if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "controller <driver> tuning") }
+        controller.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case .pci(let address)?: controller.pciAddress = address
+        case nil: break
+        default: throw reader.error(element, "a controller takes a PCI address")
+        }
+        return controller
+    }
+
+    // MARK: - Interfaces
+
+    func parseInterface(_ element: XMLElement) throws -> DomainSpec.Interface {
+        let typeRaw = try reader.requiredAttribute(element, "type")
+        guard let kind = DomainSpec.Interface.Kind(rawValue: typeRaw) else {
+            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user and ethernet)")
+        }
+        var mac = ""
+        var macGenerated = true
+        if let macElement = try reader.child(element, "mac") {
+            let address = try reader.requiredAttribute(macElement, "address")
+            guard DomainParser.isValidMAC(address) else {
+                throw reader.error(macElement, "'\(address)' is not a MAC address like 52:54:00:12:34:56")
+            }
+            guard let first = UInt8(address.prefix(2), radix: 16), first & 1 == 0 else {
+                throw reader.error(macElement, "'\(address)' is a multicast MAC address; a NIC needs a unicast one")
+            }
+            mac = address.lowercased()
+            macGenerated = false
+            reader.ignoreAttributes(macElement, "type", "check")
+        }
+        var model = DomainSpec.Interface.Model.rtl8139  // libvirt's default NIC model on x86
+        if let modelElement = try reader.child(element, "model") {
+            let type = try reader.requiredAttribute(modelElement, "type")
+            guard let value = DomainSpec.Interface.Model(rawValue: type) else {
+                throw reader.unsupported(modelElement, "NIC model '\(type)' (supported: virtio, e1000, e1000e, rtl8139)")
+            }
+            model = value
+        }
+        var targetDev: String?
+        var managed = true
+        if let target = try reader.child(element, "target") {
+            targetDev = reader.attribute(target, "dev")
+            managed = try reader.boolAttribute(target, "managed") ?? true
+            if kind == .user { reader.ignoreAttributes(target, "dev") }
+        }
+        if let dev = targetDev, kind == .ethernet {
+            guard !dev.isEmpty, dev.utf8.count < 16, !dev.contains("/"), !dev.contains(" ") else {
+                throw reader.error(element, "tap device name '\(dev)' must be 1 to 15 characters without '/' or spaces")
+            }
+            // libvirt reserves vnetN/macvtapN names for generated devices.
+            if managed, dev.hasPrefix("vnet") || dev.hasPrefix("macvtap") {
+                targetDev = nil
+            }
+        }
+        if kind == .ethernet, !managed, targetDev == nil {
+            throw reader.error(element, "managed='no' needs <target dev=…> naming an existing tap device")
+        }
+        var mtu: Int?
+        if let mtuElement = try reader.child(element, "mtu") {
+            mtu = try reader.intAttribute(mtuElement, "size", range: 68...65535)
+        }
+        var linkUp = true
+        if let link = try reader.child(element, "link") {
+            let state = try reader.requiredAttribute(link, "state")
+            guard state == "up" || state == "down" else { throw reader.error(link, "link state must be up or down") }
+            linkUp = state == "up"
+        }
+        for unsupported in ["script", "driver", "ip", "route", "bandwidth", "filterref", "tune", "rom", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
+            if let node = try reader.child(element, unsupported) {
+                throw reader.unsupported(node, "interface <\(unsupported)>")
+            }
+        }
+        var nic = DomainSpec.Interface(
+            kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind == .ethernet ? targetDev : nil,
+            managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
+        nic.alias = try userAlias(element)
+        nic.pciAddress = try pciAddress(element)
+        return nic
+    }
+
+    static func isValidMAC(_ text: String) -> Bool {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        return parts.count == 6 && parts.allSatisfy { $0.count == 2 && UInt8($0, radix: 16) != nil }
+    }
+
+    // MARK: - Character devices
+
+    enum CharKind { case serial, console, channel }
+
+    func parseCharDevice(_ element: XMLElement, kind: CharKind) throws -> DomainSpec.CharDevice {
+        let type = reader.attribute(element, "type") ?? "pty"
+        let sourceElements = reader.children(element, "source")
+        let source = sourceElements.first
+        if sourceElements.count > 1 { throw reader.unsupported(sourceElements[1], "more than one <source>") }
+        let backend: DomainSpec.CharDevice.Backend
+        switch type {
+        case "pty":
+            // A pty source path is output only (libvirt reports the allocated /dev/pts/N).
+            if let source { reader.ignoreAttributes(source, "path") }
+            backend = .pty
+        case "null":
+            backend = .null
+        case "file":
+            guard let source, let path = reader.attribute(source, "path"), path.hasPrefix("/") else {
+                throw reader.error(element, "a file character device needs <source path='/absolute/path'/>")
+            }
+            backend = .file(path: path, append: try reader.boolAttribute(source, "append"))
+        case "unix" where source == nil && kind == .channel:
+            // libvirt binds a socket of its own choosing for a channel without a source.
+            backend = .unixListen(path: "")
+        case "unix":
+            guard let source else { throw reader.error(element, "a unix character device needs a <source>") }
+            let mode = reader.attribute(source, "mode") ?? "connect"
+            let path = reader.attribute(source, "path")
+            if let path, !path.hasPrefix("/") {
+                throw reader.error(source, "path='\(path)' must be an absolute path")
+            }
+            var reconnect: Int?
+            if let reconnectElement = try reader.child(source, "reconnect") {
+                if try reader.boolAttribute(reconnectElement, "enabled") == true {
+                    reconnect = try reader.intAttribute(reconnectElement, "timeout", range: 1...3600) ?? 1
+                }
+            }
+            switch mode {
+            case "bind":
+                guard let path else {
+                    guard kind == .channel else {
+                        throw reader.error(source, "mode='bind' needs a path")
+                    }
+                    backend = .unixListen(path: "")  // a path under the run directory is chosen later
+                    break
+                }
+                backend = .unixListen(path: path)
+            case "connect":
+                guard let path else { throw reader.error(source, "mode='connect' needs a path") }
+                backend = .unixConnect(path: path, reconnectSeconds: reconnect)
+            default:
+                throw reader.error(source, "mode='\(mode)' must be bind or connect")
+            }
+            if let seclabel = try reader.child(source, "seclabel") { throw reader.unsupported(seclabel, "seclabel") }
+        default:
+            throw reader.unsupported(element, "character device type='\(type)' (vmshim supports pty, file, unix and null)")
+        }
+        var device = DomainSpec.CharDevice(backend: backend)
+        if let target = try reader.child(element, "target") {
+            let targetType = reader.attribute(target, "type")
+            switch (kind, targetType) {
+            case (.serial, nil), (.serial, "isa-serial"):
+                device.targetType = .isaSerial
+            case (.console, nil), (.console, "serial"):
+                device.targetType = .serial
+            case (.console, "virtio"):
+                throw reader.unsupported(target, "virtio consoles")
+            case (.channel, "virtio"):
+                device.targetType = .virtio
+                device.targetName = reader.attribute(target, "name")
+                reader.ignoreAttributes(target, "state")
+            case (.channel, nil):
+                throw reader.error(target, "a channel needs target type='virtio'")
+            default:
+                throw reader.unsupported(target, "target type='\(targetType ?? "")' for <\(element.name)>")
+            }
+            device.targetPort = try reader.intAttribute(target, "port", range: 0...3)
+            if let model = try reader.child(target, "model") {
+                let name = reader.attribute(model, "name")
+                guard name == nil || name == "isa-serial" else {
+                    throw reader.unsupported(model, "serial model '\(name ?? "")'")
+                }
+            }
+        } else {
+            switch kind {
+            case .serial: device.targetType = .isaSerial
+            case .console: device.targetType = .serial
+            case .channel: throw reader.error(element, "a channel needs <target type='virtio' name=…/>")
+            }
+        }
+        if let log = try reader.child(element, "log") {
+            let file = try reader.requiredAttribute(log, "file")
+            guard file.hasPrefix("/") else { throw reader.error(log, "file='\(file)' must be an absolute path") }
+            device.logFile = file
+            device.logAppend = try reader.boolAttribute(log, "append")
+        }
+        if let protocolElement = try reader.child(element, "protocol") {
+            throw reader.unsupported(protocolElement, "character device protocols")
+        }
+        device.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case nil: break
+        case .virtioSerial(let controller, _, let port)? where kind == .channel:
+            guard controller == 0 else {
+                throw reader.unsupported(element, "channels on a virtio-serial controller other than index 0")
+            }
+            device.targetPort = port
+        case .isa?:
+            break
+        default:
+            throw reader.error(element, "unsupported address for <\(element.name)>")
+        }
+        return device
+    }
+
+    // MARK: - Input, graphics, video
+
+    func parseInput(_ element: XMLElement) throws -> DomainSpec.Input {
+        let typeRaw = try reader.requiredAttribute(element, "type")
+        guard let kind = DomainSpec.Input.Kind(rawValue: typeRaw) else {
+            throw reader.unsupported(element, "input type='\(typeRaw)'")
+        }
+        let busRaw = reader.attribute(element, "bus") ?? (kind == .tablet ? "usb" : "ps2")
+        guard let bus = DomainSpec.Input.Bus(rawValue: busRaw) else {
+            throw reader.unsupported(element, "input bus='\(busRaw)'")
+        }
+        if kind == .tablet, bus == .ps2 { throw reader.error(element, "a tablet cannot use the ps2 bus") }
+        var input = DomainSpec.Input(kind: kind, bus: bus)
+        input.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case nil, .usb?: break
+        case .pci(let address)?:
+            guard bus == .virtio else { throw reader.error(element, "only virtio input devices take a PCI address") }
+            input.pciAddress = address
+        default: throw reader.error(element, "unsupported address for an input device")
+        }
+        return input
+    }
+
+    func parseGraphics(_ element: XMLElement) throws -> DomainSpec.Graphics {
+        let type = try reader.requiredAttribute(element, "type")
+        guard type == "vnc" else {
+            throw reader.unsupported(element, "graphics type='\(type)' (vmshim supports vnc, or no <graphics> at all)")
+        }
+        var port = try reader.intAttribute(element, "port", range: -1...65535)
+        var autoport = try reader.boolAttribute(element, "autoport") ?? (port == nil || port == -1)
+        if port == -1 {
+            port = nil
+            autoport = true
+        }
+        if let port, !autoport, port < 5900 {
+            throw reader.error(element, "VNC port \(port) must be 5900 or above")
+        }
+        if autoport { port = nil }
+        var listen = DomainSpec.Graphics.Listen.address("127.0.0.1")
+        if let address = reader.attribute(element, "listen") { listen = .address(address) }
+        if let listenElement = try reader.child(element, "listen") {
+            let listenType = reader.attribute(listenElement, "type") ?? "address"
+            switch listenType {
+            case "address":
+                if let address = reader.attribute(listenElement, "address") { listen = .address(address) }
+            case "socket":
+                guard let socket = reader.attribute(listenElement, "socket"), socket.hasPrefix("/") else {
+                    throw reader.error(listenElement, "a socket listen needs socket='/absolute/path'")
+                }
+                listen = .socket(socket)
+            case "none":
+                listen = .none
+            default:
+                throw reader.unsupported(listenElement, "listen type='\(listenType)'")
+            }
+            reader.ignoreAttributes(listenElement, "autoGenerated")
+        }
+        let password = reader.attribute(element, "passwd")
+        if password != nil { throw reader.unsupported(element, "VNC passwords") }
+        for attribute in ["keymap", "websocket", "sharePolicy", "passwdValidTo", "connected"] {
+            if reader.attribute(element, attribute) != nil { throw reader.unsupported(element, "VNC \(attribute)") }
+        }
+        return DomainSpec.Graphics(port: port, autoport: autoport, listen: listen, passwordSet: false)
+    }
+
+    func parseVideo(_ element: XMLElement) throws -> DomainSpec.Video {
+        guard let model = try reader.child(element, "model") else {
+            throw reader.error(element, "missing <model type=…/>")
+        }
+        let typeRaw = try reader.requiredAttribute(model, "type")
+        guard let type = DomainSpec.Video.Model(rawValue: typeRaw) else {
+            throw reader.unsupported(model, "video model '\(typeRaw)' (supported: vga, cirrus, virtio, bochs, qxl, none)")
+        }
+        var video = DomainSpec.Video(
+            model: type, vramKiB: try reader.intAttribute(model, "vram", range: 1024...1_048_576),
+            ramKiB: nil, vgamemKiB: nil, vram64KiB: nil,
+            heads: try reader.intAttribute(model, "heads", range: 1...16),
+            primary: try reader.boolAttribute(model, "primary") ?? false)
+        if type == .qxl {
+            video.ramKiB = try reader.intAttribute(model, "ram", range: 1024...1_048_576)
+            video.vgamemKiB = try reader.intAttribute(model, "vgamem", range: 1024...262_144)
+            video.vram64KiB = try reader.intAttribute(model, "vram64", range: 0...67_108_864)
+        } else {
+            for qxlOnly in ["ram", "vgamem", "vram64"] where model.attribute(qxlOnly) != nil {
+                throw reader.error(model, "\(qxlOnly) is only valid for qxl video")
+            }
+        }
+        if type == .none, video.vramKiB != nil { throw reader.error(model, "video type none takes no vram") }
+        if let acceleration = try reader.child(model, "acceleration") { throw reader.unsupported(acceleration, "video acceleration") }
+        if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "video <driver>") }
+        video.alias = try userAlias(element)
+        video.pciAddress = try pciAddress(element)
+        return video
+    }
+
+    // MARK: - Balloon, RNG, panic
+
+    func parseMemballoon(_ element: XMLElement) throws -> DomainSpec.Memballoon {
+        let modelRaw = try reader.requiredAttribute(element, "model")
+        guard let model = DomainSpec.Memballoon.Model(rawValue: modelRaw) else {
+            throw reader.unsupported(element, "memballoon model '\(modelRaw)' (supported: virtio, none)")
+        }
+        var balloon = DomainSpec.Memballoon(
+            model: model, autodeflate: try reader.boolAttribute(element, "autodeflate"),
+            freePageReporting: try reader.boolAttribute(element, "freePageReporting"))
+        if let stats = try reader.child(element, "stats") {
+            balloon.statsPeriodSeconds = try reader.intAttribute(stats, "period", range: 0...Int(Int32.max))
+        }
+        if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "memballoon <driver>") }
+        balloon.alias = try userAlias(element)
+        balloon.pciAddress = try pciAddress(element)
+        if model == .none, balloon.pciAddress != nil || balloon.statsPeriodSeconds != nil {
+            throw reader.error(element, "memballoon model='none' takes no address or stats")
+        }
+        return balloon
+    }
+
+    func parseRNG(_ element: XMLElement) throws -> DomainSpec.RNG {
+        let model = try reader.requiredAttribute(element, "model")
+        guard model == "virtio" else { throw reader.unsupported(element, "rng model '\(model)' (only virtio)") }
+        guard let backendElement = try reader.child(element, "backend") else {
+            throw reader.error(element, "missing <backend model='random'>/dev/urandom</backend>")
+        }
+        let backendModel = try reader.requiredAttribute(backendElement, "model")
+        let backend: DomainSpec.RNG.Backend
+        switch backendModel {
+        case "random":
+            let path = backendElement.text.trimmingWhitespace()
+            let source = path.isEmpty ? "/dev/urandom" : path
+            guard source == "/dev/urandom" || source == "/dev/random" || source == "/dev/hwrng" else {
+                throw reader.error(backendElement, "random backend '\(source)' must be /dev/urandom, /dev/random or /dev/hwrng")
+            }
+            backend = .random(path: source)
+        case "builtin":
+            backend = .builtin
+        default:
+            throw reader.unsupported(backendElement, "rng backend '\(backendModel)' (supported: random, builtin)")
+        }
+        var rng = DomainSpec.RNG(backend: backend)
+        if let rate = try reader.child(element, "rate") {
+            rng.rateBytes = try reader.intAttribute(rate, "bytes", range: 1...Int(Int32.max))
+            rng.ratePeriodMilliseconds = try reader.intAttribute(rate, "period", range: 1...Int(Int32.max))
+            if rng.rateBytes == nil { throw reader.error(rate, "missing attribute 'bytes'") }
+        }
+        if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "rng <driver>") }
+        rng.alias = try userAlias(element)
+        rng.pciAddress = try pciAddress(element)
+        return rng
+    }
+
+    func parsePanic(_ element: XMLElement) throws -> DomainSpec.Panic {
+        let model = reader.attribute(element, "model") ?? "isa"
+        guard model == "isa" else { throw reader.unsupported(element, "panic model '\(model)' (only isa)") }
+        var panic = DomainSpec.Panic()
+        switch try parseAddress(element) {
+        case nil: break
+        case .isa(let ioBase)?: panic.ioBase = ioBase
+        default: throw reader.error(element, "an isa panic device takes an isa address")
+        }
+        panic.alias = try userAlias(element)
+        return panic
+    }
+}
+
+extension DomainSpec.Memballoon {
+    init(model: Model, autodeflate: Bool?, freePageReporting: Bool?) {
+        self.init(model: model, autodeflate: autodeflate, freePageReporting: freePageReporting, statsPeriodSeconds: nil)
+    }
+}
+
+extension DomainSpec.RNG {
+    init(backend: Backend) { self.init(backend: backend, rateBytes: nil, ratePeriodMilliseconds: nil) }
+}
+
+extension DomainSpec.Controller {
+    init(kind: Kind, index: Int, model: String?) {
+        self.init(kind: kind, index: index, model: model, ports: nil, chassis: nil, port: nil)
+    }
+}
+
+extension DomainSpec.CharDevice {
+    init(backend: Backend) {
+        self.init(backend: backend, targetType: nil, targetPort: nil, targetName: nil, logFile: nil, logAppend: nil)
+    }
+}
+
+extension DomainSpec.Input {
+    init(kind: Kind, bus: Bus) { self.init(kind: kind, bus: bus, alias: "", pciAddress: nil) }
+}
+
+/// Devices that remember where they came from in the document.
+protocol DocumentPositioned {
+    var xmlIndex: Int? { get set }
+}
+
+extension DocumentPositioned {
+    func at(_ position: Int) -> Self {
+        var copy = self
+        copy.xmlIndex = position
+        return copy
+    }
+}
+
+extension DomainSpec.Disk: DocumentPositioned {}
+extension DomainSpec.Controller: DocumentPositioned {}
+extension DomainSpec.Interface: DocumentPositioned {}
+extension DomainSpec.CharDevice: DocumentPositioned {}
+extension DomainSpec.Input: DocumentPositioned {}
+extension DomainSpec.Graphics: DocumentPositioned {}
+extension DomainSpec.Video: DocumentPositioned {}
+extension DomainSpec.Memballoon: DocumentPositioned {}
+extension DomainSpec.RNG: DocumentPositioned {}
+extension DomainSpec.Panic: DocumentPositioned {}

@@ -1,0 +1,461 @@
+/// Parses libvirt domain XML into a `DomainSpec`.
+///
+/// Element and attribute names follow libvirt's schema; values are checked the
+/// way libvirt's parser checks them. Whatever this parser does not understand
+/// is refused, listing every unsupported element and attribute with its line,
+/// before anything is started.
+public struct DomainParser {
+    public let file: String
+    let reader: ElementReader
+
+    public init(file: String) {
+        self.file = file
+        self.reader = ElementReader(file: file)
+    }
+
+    /// The result: the model and the document it came from (kept to write the
+    /// live definition without losing anything the user wrote).
+    public struct Parsed {
+        public var spec: DomainSpec
+        public var document: XMLElement
+    }
+
+    public func parse(_ text: String) throws -> Parsed {
+        let root = try XMLTree.parse(text, file: file)
+        let spec = try parse(root: root)
+        let problems = reader.leftovers(in: root)
+        if !problems.isEmpty {
+            throw ShimError(
+                .unsupported,
+                problems.joined(separator: "\n")
+                    + "\n\(file): remove or change the \(problems.count == 1 ? "item" : "items") above; vmshim refuses what it cannot honour rather than dropping it"
+            )
+        }
+        return Parsed(spec: spec, document: root)
+    }
+
+    func parse(root: XMLElement) throws -> DomainSpec {
+        guard root.name == "domain", root.namespaceURI == nil else {
+            throw reader.error(root, "the root element must be <domain>")
+        }
+        root.consumed = true
+        let virtTypeRaw = try reader.requiredAttribute(root, "type")
+        guard let virtType = DomainSpec.VirtType(rawValue: virtTypeRaw) else {
+            throw reader.unsupported(root, "domain type '\(virtTypeRaw)' (vmshim runs type='qemu' and type='kvm')")
+        }
+        reader.ignoreAttributes(root, "id")  // runtime id of a running libvirt domain: output only
+
+        guard let name = try reader.childText(root, "name"), !name.isEmpty else {
+            throw reader.error(root, "missing <name>")
+        }
+        try validateName(name, root.firstElement(named: "name") ?? root)
+
+        var uuid = DomainUUID.random()
+        if let uuidElement = try reader.child(root, "uuid") {
+            guard let parsed = DomainUUID(uuidElement.text) else {
+                throw reader.error(uuidElement, "'\(uuidElement.text.trimmingWhitespace())' is not a valid UUID")
+            }
+            uuid = parsed
+        }
+
+        for informational in ["title", "description", "metadata", "genid"] {
+            if let element = try reader.child(root, informational) { reader.ignoreSubtree(element) }
+        }
+
+        let memory = try parseMemory(root)
+        let vcpus = try parseVCPUs(root)
+        let os = try parseOS(root, virtType: virtType)
+        let features = try parseFeatures(root)
+        let cpu = try parseCPU(root, vcpus: vcpus)
+        let clock = try parseClock(root)
+        let lifecycle = try parseLifecycle(root)
+        let power = try parsePower(root)
+        try parseResource(root)
+        try parseSecurityLabels(root)
+
+        guard let devicesElement = try reader.child(root, "devices") else {
+            throw reader.error(root, "missing <devices> (it must name the <emulator> at least)")
+        }
+        guard let emulator = try reader.childText(devicesElement, "emulator"), !emulator.isEmpty else {
+            throw reader.error(devicesElement, "missing <emulator>: name the QEMU binary, e.g. /usr/bin/qemu-system-x86_64")
+        }
+        guard emulator.hasPrefix("/") else {
+            throw reader.error(devicesElement, "<emulator> must be an absolute path, not '\(emulator)'")
+        }
+        let devices = try parseDevices(devicesElement, os: os)
+
+        var spec = DomainSpec(
+            virtType: virtType, name: name, uuid: uuid, memory: memory, vcpus: vcpus, cpu: cpu, os: os,
+            features: features, clock: clock, lifecycle: lifecycle, power: power, emulator: emulator,
+            devices: devices)
+        try validateBootOrder(&spec, root: root)
+        return spec
+    }
+
+    // MARK: - Name
+
+    func validateName(_ name: String, _ element: XMLElement) throws {
+        // libvirt refuses '/' in names; vmshim also uses the name as a directory
+        // and cgroup name, so it refuses what those cannot hold.
+        if name.contains("/") { throw reader.error(element, "domain name '\(name)' must not contain '/'") }
+        if name == "." || name == ".." { throw reader.error(element, "domain name '\(name)' is not allowed") }
+        if name.utf8.count > 200 { throw reader.error(element, "domain name is longer than 200 bytes") }
+        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            throw reader.error(element, "domain name must not contain control characters")
+        }
+    }
+
+    // MARK: - Memory and CPUs
+
+    /// Scales a libvirt `unit` to KiB, rounding up like libvirt's virScaleInteger.
+    func kibibytes(_ element: XMLElement, defaultUnit: String = "KiB") throws -> UInt64 {
+        let text = element.text.trimmingWhitespace()
+        guard let value = UInt64(text) else {
+            throw reader.error(element, "'\(text)' is not a non-negative integer")
+        }
+        let unit = reader.attribute(element, "unit") ?? defaultUnit
+        let bytesPerUnit: UInt64
+        switch unit {
+        case "b", "byte", "bytes": bytesPerUnit = 1
+        case "KB": bytesPerUnit = 1000
+        case "k", "K", "KiB": bytesPerUnit = 1024
+        case "MB": bytesPerUnit = 1_000_000
+        case "M", "MiB": bytesPerUnit = 1 << 20
+        case "GB": bytesPerUnit = 1_000_000_000
+        case "G", "GiB": bytesPerUnit = 1 << 30
+        case "TB": bytesPerUnit = 1_000_000_000_000
+        case "T", "TiB": bytesPerUnit = 1 << 40
+        case "PB": bytesPerUnit = 1_000_000_000_000_000
+        case "P", "PiB": bytesPerUnit = 1 << 50
+        default:
+            throw reader.error(element, "unknown unit '\(unit)' (use b, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
+        }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: bytesPerUnit)
+        guard !overflow else { throw reader.error(element, "value \(value) \(unit) is too large") }
+        return bytes / 1024 + (bytes % 1024 == 0 ? 0 : 1)
+    }
+
+    func parseMemory(_ root: XMLElement) throws -> DomainSpec.Memory {
+        guard let memoryElement = try reader.child(root, "memory") else {
+            throw reader.error(root, "missing <memory>")
+        }
+        reader.ignoreAttributes(memoryElement, "dumpCore")
+        let maximum = try kibibytes(memoryElement)
+        guard maximum >= 1024 else { throw reader.error(memoryElement, "guest memory must be at least 1 MiB") }
+        var current = maximum
+        if let currentElement = try reader.child(root, "currentMemory") {
+            current = try kibibytes(currentElement)
+            guard current > 0 else { throw reader.error(currentElement, "currentMemory must be above zero") }
+            // libvirt clamps currentMemory to memory.
+            current = min(current, maximum)
+        }
+        return DomainSpec.Memory(maximumKiB: maximum, currentKiB: current)
+    }
+
+    func parseVCPUs(_ root: XMLElement) throws -> DomainSpec.VCPUs {
+        guard let element = try reader.child(root, "vcpu") else {
+            return DomainSpec.VCPUs(maximum: 1, current: 1, cpuset: nil)
+        }
+        let text = element.text.trimmingWhitespace()
+        guard let maximum = Int(text), maximum >= 1 else {
+            throw reader.error(element, "'\(text)' is not a positive vCPU count")
+        }
+        guard maximum <= 288 else { throw reader.error(element, "\(maximum) vCPUs is above QEMU's x86 limit of 288") }
+        let current = try reader.intAttribute(element, "current") ?? maximum
+        guard current >= 1, current <= maximum else {
+            throw reader.error(element, "current='\(current)' must be between 1 and the maximum \(maximum)")
+        }
+        if let placement = reader.attribute(element, "placement"), placement != "static" {
+            throw reader.unsupported(element, "placement='\(placement)' (only 'static')")
+        }
+        let cpuset = reader.attribute(element, "cpuset")
+        return DomainSpec.VCPUs(maximum: maximum, current: current, cpuset: cpuset)
+    }
+
+    func parseCPU(_ root: XMLElement, vcpus: DomainSpec.VCPUs) throws -> DomainSpec.CPU {
+        var cpu = DomainSpec.CPU(mode: .custom, model: nil, features: [], topology: nil)
+        guard let element = try reader.child(root, "cpu") else { return cpu }
+        if let mode = try reader.enumAttribute(element, "mode", DomainSpec.CPU.Mode.self) { cpu.mode = mode }
+        // match/check/migratable govern how libvirt compares with the host CPU;
+        // they do not change what the guest sees.
+        if let match = reader.attribute(element, "match"), !["minimum", "exact", "strict"].contains(match) {
+            throw reader.error(element, "match='\(match)' must be minimum, exact or strict")
+        }
+        if let check = reader.attribute(element, "check"), !["none", "partial", "full"].contains(check) {
+            throw reader.error(element, "check='\(check)' must be none, partial or full")
+        }
+        _ = try reader.boolAttribute(element, "migratable")
+        if let model = try reader.child(element, "model") {
+            let name = model.text.trimmingWhitespace()
+            guard !name.isEmpty else { throw reader.error(model, "empty CPU model name") }
+            if let fallback = reader.attribute(model, "fallback"), !["allow", "forbid"].contains(fallback) {
+                throw reader.error(model, "fallback='\(fallback)' must be allow or forbid")
+            }
+            if reader.attribute(model, "vendor_id") != nil {
+                throw reader.unsupported(model, "vendor_id")
+            }
+            cpu.model = name
+        }
+        if let vendor = try reader.child(element, "vendor") { reader.ignoreSubtree(vendor) }
+        for feature in reader.children(element, "feature") {
+            let name = try reader.requiredAttribute(feature, "name")
+            let policy = try reader.enumAttribute(feature, "policy", DomainSpec.CPU.FeaturePolicy.self) ?? .require
+            cpu.features.append(DomainSpec.CPU.Feature(name: name, policy: policy))
+        }
+        if let topology = try reader.child(element, "topology") {
+            let sockets = try reader.intAttribute(topology, "sockets", range: 1...4096) ?? 1
+            let dies = try reader.intAttribute(topology, "dies", range: 1...4096) ?? 1
+            let clusters = try reader.intAttribute(topology, "clusters", range: 1...1) ?? 1
+            _ = clusters
+            let cores = try reader.intAttribute(topology, "cores", range: 1...4096) ?? 1
+            let threads = try reader.intAttribute(topology, "threads", range: 1...4096) ?? 1
+            let value = DomainSpec.CPU.Topology(sockets: sockets, dies: dies, cores: cores, threads: threads)
+            guard value.total == vcpus.maximum else {
+                throw reader.error(
+                    topology,
+                    "sockets×dies×cores×threads = \(value.total) must equal the maximum vCPU count \(vcpus.maximum)")
+            }
+            cpu.topology = value
+        }
+        switch cpu.mode {
+        case .custom:
+            break
+        case .hostModel:
+            throw reader.unsupported(element, "CPU mode 'host-model'; use mode='custom' with a named model, or 'maximum'")
+        case .hostPassthrough, .maximum:
+            if cpu.model != nil, cpu.mode == .hostPassthrough {
+                throw reader.error(element, "a <model> is not allowed with mode='host-passthrough'")
+            }
+        }
+        return cpu
+    }
+
+    // MARK: - OS
+
+    func parseOS(_ root: XMLElement, virtType: DomainSpec.VirtType) throws -> DomainSpec.OS {
+        guard let element = try reader.child(root, "os") else { throw reader.error(root, "missing <os>") }
+        if let firmware = reader.attribute(element, "firmware") {
+            throw reader.unsupported(element, "firmware='\(firmware)' (UEFI firmware selection)")
+        }
+        guard let type = try reader.child(element, "type") else {
+            throw reader.error(element, "missing <type>hvm</type>")
+        }
+        let typeText = type.text.trimmingWhitespace()
+        guard typeText == "hvm" else {
+            throw reader.unsupported(type, "OS type '\(typeText)' (vmshim runs full virtualisation guests: hvm)")
+        }
+        let arch = reader.attribute(type, "arch") ?? "x86_64"
+        guard arch == "x86_64" else { throw reader.unsupported(type, "arch='\(arch)' (vmshim runs x86_64 guests)") }
+        let machine = reader.attribute(type, "machine") ?? "pc"
+        guard isKnownMachine(machine) else {
+            throw reader.unsupported(type, "machine='\(machine)' (vmshim supports the pc (i440fx) and q35 families)")
+        }
+        var os = DomainSpec.OS(
+            arch: arch, machine: machine, bootDevices: [], bootMenu: nil, bootMenuTimeoutMilliseconds: nil,
+            kernel: nil, initrd: nil, cmdline: nil)
+        for boot in reader.children(element, "boot") {
+            let dev = try reader.requiredAttribute(boot, "dev")
+            guard let device = DomainSpec.BootDevice(rawValue: dev) else {
+                throw reader.error(boot, "boot dev='\(dev)' must be hd, cdrom, network or fd")
+            }
+            guard !os.bootDevices.contains(device) else { throw reader.error(boot, "boot dev='\(dev)' is repeated") }
+            os.bootDevices.append(device)
+        }
+        if let menu = try reader.child(element, "bootmenu") {
+            os.bootMenu = try reader.boolAttribute(menu, "enable")
+            os.bootMenuTimeoutMilliseconds = try reader.intAttribute(menu, "timeout", range: 0...65535)
+        }
+        os.kernel = try absolutePath(element, "kernel")
+        os.initrd = try absolutePath(element, "initrd")
+        os.cmdline = try reader.childText(element, "cmdline")
+        if os.initrd != nil, os.kernel == nil {
+            throw reader.error(element, "<initrd> needs a <kernel>")
+        }
+        for unsupported in ["loader", "nvram", "dtb", "acpi", "smbios", "bios", "init", "initarg"] {
+            if let node = try reader.child(element, unsupported) {
+                throw reader.unsupported(node, "<os><\(unsupported)>")
+            }
+        }
+        return os
+    }
+
+    func absolutePath(_ parent: XMLElement, _ name: String) throws -> String? {
+        guard let node = try reader.child(parent, name) else { return nil }
+        let path = node.text.trimmingWhitespace()
+        guard path.hasPrefix("/") else { throw reader.error(node, "'\(path)' must be an absolute path") }
+        return path
+    }
+
+    func isKnownMachine(_ machine: String) -> Bool {
+        machine == "pc" || machine == "q35" || machine.hasPrefix("pc-i440fx-") || machine.hasPrefix("pc-q35-")
+    }
+
+    // MARK: - Features, clock, lifecycle, power
+
+    func parseFeatures(_ root: XMLElement) throws -> DomainSpec.Features {
+        var features = DomainSpec.Features(acpi: false, apic: false, pae: false)
+        guard let element = try reader.child(root, "features") else { return features }
+        if let acpi = try reader.child(element, "acpi") {
+            features.acpi = true
+            reader.ignoreAttributes(acpi)
+        }
+        if let apic = try reader.child(element, "apic") {
+            features.apic = true
+            if reader.attribute(apic, "eoi") != nil { throw reader.unsupported(apic, "apic eoi") }
+        }
+        if try reader.child(element, "pae") != nil { features.pae = true }
+        return features
+    }
+
+    func parseClock(_ root: XMLElement) throws -> DomainSpec.Clock {
+        var clock = DomainSpec.Clock(offset: .utc, timers: [])
+        guard let element = try reader.child(root, "clock") else { return clock }
+        let offset = reader.attribute(element, "offset") ?? "utc"
+        switch offset {
+        case "utc":
+            clock.offset = .utc
+            if let adjustment = reader.attribute(element, "adjustment"), adjustment != "reset" {
+                guard let seconds = Int64(adjustment) else {
+                    throw reader.error(element, "adjustment='\(adjustment)' must be 'reset' or seconds")
+                }
+                clock.offset = .variable(adjustmentSeconds: seconds, basisLocaltime: false)
+            }
+        case "localtime":
+            clock.offset = .localtime
+            if let adjustment = reader.attribute(element, "adjustment"), adjustment != "reset" {
+                throw reader.unsupported(element, "adjustment with offset='localtime'")
+            }
+        case "variable":
+            let adjustment = reader.attribute(element, "adjustment") ?? "0"
+            guard let seconds = Int64(adjustment) else {
+                throw reader.error(element, "adjustment='\(adjustment)' must be a number of seconds")
+            }
+            let basis = reader.attribute(element, "basis") ?? "utc"
+            guard basis == "utc" || basis == "localtime" else {
+                throw reader.error(element, "basis='\(basis)' must be utc or localtime")
+            }
+            clock.offset = .variable(adjustmentSeconds: seconds, basisLocaltime: basis == "localtime")
+        default:
+            throw reader.unsupported(element, "clock offset='\(offset)'")
+        }
+        for timerElement in reader.children(element, "timer") {
+            let nameRaw = try reader.requiredAttribute(timerElement, "name")
+            guard let name = DomainSpec.Clock.Timer.Name(rawValue: nameRaw) else {
+                throw reader.error(timerElement, "unknown timer '\(nameRaw)'")
+            }
+            var timer = DomainSpec.Clock.Timer(name: name, present: nil, tickPolicy: nil, track: nil)
+            timer.present = try reader.boolAttribute(timerElement, "present")
+            timer.tickPolicy = try reader.enumAttribute(timerElement, "tickpolicy", DomainSpec.Clock.TickPolicy.self)
+            timer.track = reader.attribute(timerElement, "track")
+            switch name {
+            case .rtc:
+                if let policy = timer.tickPolicy, policy != .catchup, policy != .delay {
+                    throw reader.unsupported(timerElement, "rtc tickpolicy='\(policy.rawValue)'")
+                }
+                if let track = timer.track, !["guest", "wall", "realtime"].contains(track) {
+                    throw reader.error(timerElement, "track='\(track)' must be guest, wall or realtime")
+                }
+            case .pit:
+                if let policy = timer.tickPolicy, policy != .delay, policy != .catchup, policy != .discard {
+                    throw reader.unsupported(timerElement, "pit tickpolicy='\(policy.rawValue)'")
+                }
+            case .hpet, .kvmclock:
+                if timer.tickPolicy != nil { throw reader.unsupported(timerElement, "tickpolicy on \(nameRaw)") }
+            case .tsc, .hypervclock, .platform, .armvtimer:
+                throw reader.unsupported(timerElement, "timer '\(nameRaw)'")
+            }
+            if timer.track != nil, name != .rtc { throw reader.error(timerElement, "track is only valid for rtc") }
+            if let catchup = try reader.child(timerElement, "catchup") {
+                throw reader.unsupported(catchup, "timer <catchup> tuning")
+            }
+            clock.timers.append(timer)
+        }
+        return clock
+    }
+
+    func parseLifecycle(_ root: XMLElement) throws -> DomainSpec.Lifecycle {
+        func action(_ name: String, default value: DomainSpec.LifecycleAction) throws -> DomainSpec.LifecycleAction {
+            guard let element = try reader.child(root, name) else { return value }
+            let text = element.text.trimmingWhitespace()
+            guard let action = DomainSpec.LifecycleAction(rawValue: text) else {
+                throw reader.error(element, "'\(text)' is not a lifecycle action (destroy, restart, …)")
+            }
+            switch action {
+            case .destroy, .restart:
+                break
+            case .preserve:
+                // libvirt's QEMU driver refuses 'preserve' as well.
+                throw reader.unsupported(element, "the 'preserve' action (libvirt's QEMU driver refuses it too)")
+            case .renameRestart:
+                throw reader.unsupported(element, "the 'rename-restart' action")
+            case .coredumpDestroy, .coredumpRestart:
+                guard name == "on_crash" else {
+                    throw reader.error(element, "'\(text)' is only valid in <on_crash>")
+                }
+                throw reader.unsupported(element, "the '\(text)' crash action (guest memory dumps)")
+            }
+            return action
+        }
+        return DomainSpec.Lifecycle(
+            onPoweroff: try action("on_poweroff", default: .destroy),
+            onReboot: try action("on_reboot", default: .restart),
+            onCrash: try action("on_crash", default: .destroy))
+    }
+
+    func parsePower(_ root: XMLElement) throws -> DomainSpec.PowerManagement {
+        var power = DomainSpec.PowerManagement(suspendToMem: nil, suspendToDisk: nil)
+        guard let element = try reader.child(root, "pm") else { return power }
+        if let mem = try reader.child(element, "suspend-to-mem") {
+            power.suspendToMem = try reader.boolAttribute(mem, "enabled")
+        }
+        if let disk = try reader.child(element, "suspend-to-disk") {
+            power.suspendToDisk = try reader.boolAttribute(disk, "enabled")
+        }
+        return power
+    }
+
+    /// `<resource><partition>/machine</partition></resource>` is what libvirt's
+    /// dumpxml adds; it names libvirt's default placement, which is vmshim's
+    /// default too. Anything else needs the cgroup work and is refused.
+    func parseResource(_ root: XMLElement) throws {
+        guard let element = try reader.child(root, "resource") else { return }
+        if let partition = try reader.child(element, "partition") {
+            let value = partition.text.trimmingWhitespace()
+            guard value == "/machine" else {
+                throw reader.unsupported(partition, "resource partition '\(value)' (only the default /machine)")
+            }
+        }
+    }
+
+    func parseSecurityLabels(_ root: XMLElement) throws {
+        for label in reader.children(root, "seclabel") {
+            let type = reader.attribute(label, "type") ?? "dynamic"
+            let model = reader.attribute(label, "model")
+            switch (type, model) {
+            case ("none", _):
+                reader.ignoreAttributes(label, "model")
+            default:
+                throw reader.unsupported(
+                    label, "security label type='\(type)'\(model.map { " model='\($0)'" } ?? "") (only type='none')")
+            }
+        }
+    }
+
+    // MARK: - Boot order
+
+    /// libvirt forbids mixing `<os><boot>` with per-device `<boot order>`, and
+    /// per-device orders must be unique.
+    func validateBootOrder(_ spec: inout DomainSpec, root: XMLElement) throws {
+        var orders: [Int] = spec.devices.disks.compactMap(\.bootOrder)
+        orders += spec.devices.interfaces.compactMap(\.bootOrder)
+        guard !orders.isEmpty else { return }
+        let osElement = root.firstElement(named: "os") ?? root
+        if !spec.os.bootDevices.isEmpty {
+            throw reader.error(
+                osElement, "per-device <boot order=…> cannot be combined with <os><boot dev=…>; use one or the other")
+        }
+        if Set(orders).count != orders.count {
+            throw reader.error(osElement, "two devices share the same <boot order>; each must be unique")
+        }
+    }
+}

@@ -1,0 +1,410 @@
+/// The validated model of one libvirt domain, as far as vmshim supports it.
+///
+/// Produced by `DomainParser` from the XML; everything here has been checked
+/// (units resolved, enums known, cross-references valid). `DomainDefaults`
+/// then fills in what libvirt would (aliases, MACs, implicit controllers,
+/// PCI addresses) before `QEMUCommandLine` turns it into argv.
+public struct DomainSpec: Sendable, Equatable {
+    public enum VirtType: String, Sendable { case qemu, kvm }
+
+    public var virtType: VirtType
+    public var name: String
+    public var uuid: DomainUUID
+    public var memory: Memory
+    public var vcpus: VCPUs
+    public var cpu: CPU
+    public var os: OS
+    public var features: Features
+    public var clock: Clock
+    public var lifecycle: Lifecycle
+    public var power: PowerManagement
+    public var emulator: String
+    public var devices: Devices
+}
+
+// MARK: - Identity
+
+/// A domain UUID, parsed like libvirt's virUUIDParse (hex digits, dashes allowed
+/// between bytes) and always printed in canonical 8-4-4-4-12 lowercase form.
+public struct DomainUUID: Sendable, Hashable, CustomStringConvertible {
+    public let bytes: [UInt8]
+
+    public init?(_ text: String) {
+        var digits: [UInt8] = []
+        for ch in text.trimmingWhitespace().utf8 {
+            if ch == UInt8(ascii: "-") { continue }
+            guard let value = DomainUUID.hexValue(ch) else { return nil }
+            digits.append(value)
+        }
+        guard digits.count == 32 else { return nil }
+        bytes = stride(from: 0, to: 32, by: 2).map { digits[$0] << 4 | digits[$0 + 1] }
+    }
+
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    /// A random version-4 UUID, as libvirt generates for a domain without one.
+    public static func random() -> DomainUUID {
+        var generator = SystemRandomNumberGenerator()
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes[6] = (bytes[6] & 0x0F) | 0x40
+        bytes[8] = (bytes[8] & 0x3F) | 0x80
+        return DomainUUID(bytes: bytes)
+    }
+
+    public var description: String {
+        let hex = bytes.map { byte -> String in
+            let s = String(byte, radix: 16)
+            return s.count == 1 ? "0" + s : s
+        }
+        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]]
+            .map { $0.joined() }.joined(separator: "-")
+    }
+
+    private static func hexValue(_ ch: UInt8) -> UInt8? {
+        switch ch {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return ch - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return ch - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return ch - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}
+
+// MARK: - Memory and CPUs
+
+extension DomainSpec {
+    public struct Memory: Sendable, Equatable {
+        /// `<memory>`: the boot-time maximum, in KiB.
+        public var maximumKiB: UInt64
+        /// `<currentMemory>`: the balloon target after start, in KiB.
+        public var currentKiB: UInt64
+    }
+
+    public struct VCPUs: Sendable, Equatable {
+        /// `<vcpu>`: the maximum number of vCPUs.
+        public var maximum: Int
+        /// `<vcpu current=…>`: how many are online at boot.
+        public var current: Int
+        /// `<vcpu cpuset=…>`: host CPUs the vCPUs may run on (kept for the live XML).
+        public var cpuset: String?
+    }
+
+    public struct CPU: Sendable, Equatable {
+        public enum Mode: String, Sendable {
+            case custom
+            case hostModel = "host-model"
+            case hostPassthrough = "host-passthrough"
+            case maximum
+        }
+        public enum FeaturePolicy: String, Sendable { case force, require, optional, disable, forbid }
+        public struct Feature: Sendable, Equatable {
+            public var name: String
+            public var policy: FeaturePolicy
+        }
+        public struct Topology: Sendable, Equatable {
+            public var sockets: Int
+            public var dies: Int
+            public var cores: Int
+            public var threads: Int
+            public var total: Int { sockets * dies * cores * threads }
+        }
+        public var mode: Mode
+        public var model: String?
+        public var features: [Feature]
+        public var topology: Topology?
+    }
+}
+
+// MARK: - OS, features, clock, lifecycle
+
+extension DomainSpec {
+    public enum BootDevice: String, Sendable { case hd, cdrom, network, fd }
+
+    public struct OS: Sendable, Equatable {
+        public var arch: String
+        public var machine: String
+        public var bootDevices: [BootDevice]
+        public var bootMenu: Bool?
+        public var bootMenuTimeoutMilliseconds: Int?
+        public var kernel: String?
+        public var initrd: String?
+        public var cmdline: String?
+    }
+
+    public struct Features: Sendable, Equatable {
+        public var acpi: Bool
+        public var apic: Bool
+        public var pae: Bool
+    }
+
+    public struct Clock: Sendable, Equatable {
+        public enum Offset: Sendable, Equatable {
+            case utc
+            case localtime
+            /// `offset='variable'`: seconds relative to UTC (basis utc) or local time.
+            case variable(adjustmentSeconds: Int64, basisLocaltime: Bool)
+        }
+        public enum TickPolicy: String, Sendable { case delay, catchup, merge, discard }
+        public struct Timer: Sendable, Equatable {
+            public enum Name: String, Sendable { case rtc, pit, hpet, kvmclock, tsc, hypervclock, platform, armvtimer }
+            public var name: Name
+            public var present: Bool?
+            public var tickPolicy: TickPolicy?
+            /// rtc only: `track='guest'|'wall'|'realtime'`.
+            public var track: String?
+        }
+        public var offset: Offset
+        public var timers: [Timer]
+
+        public func timer(_ name: Timer.Name) -> Timer? { timers.first { $0.name == name } }
+    }
+
+    public enum LifecycleAction: String, Sendable {
+        case destroy
+        case restart
+        case preserve
+        case renameRestart = "rename-restart"
+        case coredumpDestroy = "coredump-destroy"
+        case coredumpRestart = "coredump-restart"
+    }
+
+    public struct Lifecycle: Sendable, Equatable {
+        public var onPoweroff: LifecycleAction
+        public var onReboot: LifecycleAction
+        public var onCrash: LifecycleAction
+    }
+
+    public struct PowerManagement: Sendable, Equatable {
+        /// nil: not specified, QEMU's default applies.
+        public var suspendToMem: Bool?
+        public var suspendToDisk: Bool?
+    }
+}
+
+// MARK: - Devices
+
+/// A guest PCI address: `<address type='pci' domain bus slot function multifunction/>`.
+public struct PCIAddress: Sendable, Hashable, CustomStringConvertible {
+    public var domain: Int = 0
+    public var bus: Int
+    public var slot: Int
+    public var function: Int = 0
+    public var multifunction: Bool = false
+
+    public init(bus: Int, slot: Int, function: Int = 0, multifunction: Bool = false) {
+        self.bus = bus
+        self.slot = slot
+        self.function = function
+        self.multifunction = multifunction
+    }
+
+    public var description: String {
+        func hex(_ v: Int, _ width: Int) -> String {
+            let s = String(v, radix: 16)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(hex(domain, 4)):\(hex(bus, 2)):\(hex(slot, 2)).\(function)"
+    }
+}
+
+/// `<address type='drive' controller bus target unit/>` for IDE and SATA disks.
+public struct DriveAddress: Sendable, Hashable {
+    public var controller: Int
+    public var bus: Int
+    public var target: Int = 0
+    public var unit: Int
+}
+
+extension DomainSpec {
+    public struct Devices: Sendable, Equatable {
+        public var disks: [Disk] = []
+        public var controllers: [Controller] = []
+        public var interfaces: [Interface] = []
+        public var serials: [CharDevice] = []
+        public var consoles: [CharDevice] = []
+        public var channels: [CharDevice] = []
+        public var inputs: [Input] = []
+        public var graphics: [Graphics] = []
+        public var videos: [Video] = []
+        public var memballoon: Memballoon?
+        public var rngs: [RNG] = []
+        public var panics: [Panic] = []
+    }
+
+    public struct Disk: Sendable, Equatable {
+        public enum SourceType: String, Sendable { case file, block }
+        public enum Device: String, Sendable { case disk, cdrom }
+        public enum Bus: String, Sendable { case virtio, sata, ide }
+        public enum Format: String, Sendable { case raw, qcow2 }
+        public enum Cache: String, Sendable {
+            case `default`, none, writethrough, writeback, directsync, unsafe
+        }
+        public enum IO: String, Sendable { case native, threads, ioUring = "io_uring" }
+        public enum Discard: String, Sendable { case unmap, ignore }
+
+        public var sourceType: SourceType
+        public var device: Device
+        /// nil for an empty cdrom tray.
+        public var source: String?
+        public var format: Format
+        public var cache: Cache?
+        public var io: IO?
+        public var discard: Discard?
+        public var readOnly: Bool
+        public var shareable: Bool
+        public var serial: String?
+        public var targetDev: String
+        public var bus: Bus
+        public var bootOrder: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+        public var driveAddress: DriveAddress?
+    }
+
+    public struct Controller: Sendable, Equatable {
+        public enum Kind: String, Sendable {
+            case pci, usb, ide, sata
+            case virtioSerial = "virtio-serial"
+        }
+        public var kind: Kind
+        public var index: Int
+        /// libvirt's model name: pci-root, pcie-root, pcie-root-port, pci-bridge,
+        /// piix3-uhci, qemu-xhci, nec-xhci, none.
+        public var model: String?
+        /// usb: number of ports (qemu-xhci p2/p3); virtio-serial: ports.
+        public var ports: Int?
+        /// pcie-root-port: chassis and port numbers; pci-bridge: chassisNr.
+        public var chassis: Int?
+        public var port: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+        /// True when vmshim added it (as libvirt would), not the user.
+        public var implicit = false
+    }
+
+    public struct Interface: Sendable, Equatable {
+        public enum Kind: String, Sendable { case user, ethernet }
+        public enum Model: String, Sendable { case virtio, e1000, e1000e, rtl8139 }
+        public var kind: Kind
+        public var mac: String
+        public var macGenerated: Bool
+        public var model: Model
+        /// ethernet: the tap device name (`<target dev=…>`); nil lets the shim pick vnetN.
+        public var targetDev: String?
+        /// ethernet: `managed='no'` opens an existing tap instead of creating one.
+        public var managedTap: Bool
+        public var mtu: Int?
+        public var linkUp: Bool
+        public var bootOrder: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct CharDevice: Sendable, Equatable {
+        public enum Backend: Sendable, Equatable {
+            case pty
+            case null
+            case file(path: String, append: Bool?)
+            case unixListen(path: String)
+            case unixConnect(path: String, reconnectSeconds: Int?)
+        }
+        public enum TargetType: String, Sendable {
+            case isaSerial = "isa-serial"
+            case serial
+            case virtio
+        }
+        public var backend: Backend
+        public var targetType: TargetType?
+        public var targetPort: Int?
+        /// channel: `<target type='virtio' name=…/>`.
+        public var targetName: String?
+        /// Log file for everything the guest writes (`<log file=… append=…/>`).
+        public var logFile: String?
+        public var logAppend: Bool?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+    }
+
+    public struct Input: Sendable, Equatable {
+        public enum Kind: String, Sendable { case mouse, keyboard, tablet }
+        public enum Bus: String, Sendable { case ps2, usb, virtio }
+        public var kind: Kind
+        public var bus: Bus
+        public var implicit = false
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct Graphics: Sendable, Equatable {
+        public enum Listen: Sendable, Equatable {
+            case address(String)
+            case socket(String)
+            case none
+        }
+        /// nil with autoport: the shim picks a free port from 5900.
+        public var port: Int?
+        public var autoport: Bool
+        public var listen: Listen
+        public var passwordSet: Bool
+        public var xmlIndex: Int?
+    }
+
+    public struct Video: Sendable, Equatable {
+        public enum Model: String, Sendable { case vga, cirrus, virtio, bochs, qxl, none }
+        public var model: Model
+        public var vramKiB: Int?
+        /// qxl only: `ram`, `vgamem` and `vram64` in KiB.
+        public var ramKiB: Int?
+        public var vgamemKiB: Int?
+        public var vram64KiB: Int?
+        public var heads: Int?
+        public var primary: Bool
+        public var implicit = false
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct Memballoon: Sendable, Equatable {
+        public enum Model: String, Sendable { case virtio, none }
+        public var model: Model
+        public var autodeflate: Bool?
+        public var freePageReporting: Bool?
+        public var statsPeriodSeconds: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct RNG: Sendable, Equatable {
+        public enum Backend: Sendable, Equatable {
+            case random(path: String)
+            case builtin
+        }
+        public var backend: Backend
+        public var rateBytes: Int?
+        public var ratePeriodMilliseconds: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct Panic: Sendable, Equatable {
+        public var ioBase: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+    }
+}

@@ -1,0 +1,237 @@
+/// Renders the live definition: the user's XML with what vmshim filled in,
+/// the way `virsh dumpxml` of a running domain shows it (UUID, MACs, aliases,
+/// PCI and drive addresses, implicit controllers and devices, pty paths, VNC
+/// port, tap names). A restarted shim re-reads it, so it parses back to the
+/// same hardware.
+public struct LiveXML {
+    /// Facts only known once QEMU runs.
+    public struct Runtime: Sendable, Equatable {
+        /// Character device alias → host path (pty paths, sockets).
+        public var charDevicePaths: [String: String] = [:]
+        /// NIC alias → tap device name.
+        public var tapNames: [String: String] = [:]
+        /// The machine type QEMU resolved an alias ("pc") to.
+        public var canonicalMachine: String?
+
+        public init(charDevicePaths: [String: String] = [:], tapNames: [String: String] = [:], canonicalMachine: String? = nil) {
+            self.charDevicePaths = charDevicePaths
+            self.tapNames = tapNames
+            self.canonicalMachine = canonicalMachine
+        }
+    }
+
+    public static func render(source: String, file: String, spec: DomainSpec, runtime: Runtime) throws -> String {
+        let root = try XMLTree.parse(source, file: file)
+        let updater = LiveXML(root: root, spec: spec, runtime: runtime)
+        updater.apply()
+        return root.xmlString()
+    }
+
+    let root: XMLElement
+    let spec: DomainSpec
+    let runtime: Runtime
+
+    func apply() {
+        setText(root.child(named: "uuid"), spec.uuid.description, insertBefore: ["title", "description", "metadata", "memory"])
+        let memory = root.child(named: "memory")
+        memory.text = String(spec.memory.maximumKiB)
+        memory.setAttribute("unit", "KiB")
+        let current = root.firstElement(named: "currentMemory")
+            ?? root.insertChild(XMLElement(name: "currentMemory"), before: ["vcpu", "os"])
+        current.text = String(spec.memory.currentKiB)
+        current.setAttribute("unit", "KiB")
+        if let machine = runtime.canonicalMachine, let type = root.firstElement(named: "os")?.firstElement(named: "type") {
+            type.setAttribute("machine", machine)
+        }
+        let devices = root.child(named: "devices")
+        updateDisks(devices)
+        updateControllers(devices)
+        updateInterfaces(devices)
+        updateCharDevices(devices)
+        updateInputsGraphicsVideo(devices)
+        updateBalloonRNGPanic(devices)
+    }
+
+    private func setText(_ element: XMLElement, _ text: String, insertBefore: [String]) {
+        element.text = text
+    }
+
+    private func element(_ devices: XMLElement, _ name: String, _ index: Int?) -> XMLElement? {
+        guard let index else { return nil }
+        let matches = devices.elements(named: name)
+        return index < matches.count ? matches[index] : nil
+    }
+
+    private func setAlias(_ element: XMLElement, _ alias: String) {
+        guard !alias.isEmpty else { return }
+        element.child(named: "alias").setAttribute("name", alias)
+    }
+
+    private func setPCIAddress(_ element: XMLElement, _ address: PCIAddress?) {
+        guard let address else { return }
+        let node = element.child(named: "address")
+        for name in ["type", "domain", "bus", "slot", "function", "multifunction", "controller", "unit", "target"] {
+            node.removeAttribute(name)
+        }
+        func hex(_ value: Int, _ width: Int) -> String {
+            let digits = String(value, radix: 16)
+            return "0x" + String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        node.setAttribute("type", "pci")
+        node.setAttribute("domain", hex(address.domain, 4))
+        node.setAttribute("bus", hex(address.bus, 2))
+        node.setAttribute("slot", hex(address.slot, 2))
+        node.setAttribute("function", hex(address.function, 1))
+        if address.multifunction { node.setAttribute("multifunction", "on") }
+    }
+
+    private func updateDisks(_ devices: XMLElement) {
+        for disk in spec.devices.disks {
+            guard let node = element(devices, "disk", disk.xmlIndex) else { continue }
+            setAlias(node, disk.alias)
+            if let address = disk.driveAddress {
+                let a = node.child(named: "address")
+                for name in a.attributes.map(\.name) { a.removeAttribute(name) }
+                a.setAttribute("type", "drive")
+                a.setAttribute("controller", String(address.controller))
+                a.setAttribute("bus", String(address.bus))
+                a.setAttribute("target", String(address.target))
+                a.setAttribute("unit", String(address.unit))
+            } else {
+                setPCIAddress(node, disk.pciAddress)
+            }
+            if disk.device == .cdrom, node.firstElement(named: "readonly") == nil {
+                node.insertChild(XMLElement(name: "readonly"), before: ["alias", "address"])
+            }
+        }
+    }
+
+    private func updateControllers(_ devices: XMLElement) {
+        for controller in spec.devices.controllers {
+            let node: XMLElement
+            if let existing = element(devices, "controller", controller.xmlIndex) {
+                node = existing
+            } else {
+                var attributes = [("type", controller.kind.rawValue), ("index", String(controller.index))]
+                if let model = controller.model { attributes.append(("model", model)) }
+                node = devices.appendChild(XMLElement(name: "controller", attributes: attributes))
+            }
+            if controller.kind == .pci, controller.model == "pcie-root-port" || controller.model == "pci-bridge" {
+                let target = node.child(named: "target")
+                if let chassis = controller.chassis {
+                    target.setAttribute(controller.model == "pci-bridge" ? "chassisNr" : "chassis", String(chassis))
+                }
+                if let port = controller.port { target.setAttribute("port", "0x" + String(port, radix: 16)) }
+            }
+            setAlias(node, controller.alias)
+            setPCIAddress(node, controller.pciAddress)
+        }
+    }
+
+    private func updateInterfaces(_ devices: XMLElement) {
+        for nic in spec.devices.interfaces {
+            guard let node = element(devices, "interface", nic.xmlIndex) else { continue }
+            if node.firstElement(named: "mac") == nil {
+                node.insertChild(XMLElement(name: "mac", attributes: [("address", nic.mac)]), before: ["source", "target", "model"])
+            }
+            if let tap = runtime.tapNames[nic.alias] {
+                node.child(named: "target").setAttribute("dev", tap)
+            }
+            if node.firstElement(named: "model") == nil {
+                node.appendChild(XMLElement(name: "model", attributes: [("type", nic.model.rawValue)]))
+            }
+            setAlias(node, nic.alias)
+            setPCIAddress(node, nic.pciAddress)
+        }
+    }
+
+    private func updateCharDevices(_ devices: XMLElement) {
+        func update(_ node: XMLElement, _ device: DomainSpec.CharDevice) {
+            if case .pty = device.backend, let path = runtime.charDevicePaths[device.alias] {
+                node.setAttribute("type", "pty")
+                node.child(named: "source").setAttribute("path", path)
+            }
+            if case .unixListen(let path) = device.backend {
+                let source = node.child(named: "source")
+                source.setAttribute("mode", "bind")
+                source.setAttribute("path", path)
+            }
+            setAlias(node, device.alias)
+        }
+        for serial in spec.devices.serials {
+            if let node = element(devices, "serial", serial.xmlIndex) {
+                update(node, serial)
+                let target = node.child(named: "target")
+                target.setAttribute("type", "isa-serial")
+                target.setAttribute("port", String(serial.targetPort ?? 0))
+            } else {
+                let node = XMLElement(name: "serial", attributes: [("type", "pty")])
+                node.appendChild(XMLElement(name: "target", attributes: [("type", "isa-serial"), ("port", String(serial.targetPort ?? 0))]))
+                devices.insertChild(node, before: ["console", "channel", "input", "graphics", "video", "memballoon", "rng", "panic"])
+                update(node, serial)
+            }
+        }
+        for console in spec.devices.consoles {
+            guard let node = element(devices, "console", console.xmlIndex) else { continue }
+            update(node, console)
+            let target = node.child(named: "target")
+            target.setAttribute("type", "serial")
+            target.setAttribute("port", String(console.targetPort ?? 0))
+        }
+        for channel in spec.devices.channels {
+            guard let node = element(devices, "channel", channel.xmlIndex) else { continue }
+            update(node, channel)
+            let address = node.child(named: "address")
+            address.setAttribute("type", "virtio-serial")
+            address.setAttribute("controller", "0")
+            address.setAttribute("bus", "0")
+            address.setAttribute("port", String(channel.targetPort ?? 1))
+        }
+    }
+
+    private func updateInputsGraphicsVideo(_ devices: XMLElement) {
+        for input in spec.devices.inputs {
+            let node = element(devices, "input", input.xmlIndex)
+                ?? devices.appendChild(XMLElement(name: "input", attributes: [("type", input.kind.rawValue), ("bus", input.bus.rawValue)]))
+            setAlias(node, input.alias)
+            setPCIAddress(node, input.pciAddress)
+        }
+        for graphics in spec.devices.graphics {
+            guard let node = element(devices, "graphics", graphics.xmlIndex) else { continue }
+            if let port = graphics.port {
+                node.setAttribute("port", String(port))
+                node.setAttribute("autoport", graphics.autoport ? "yes" : "no")
+            }
+            if case .address(let address) = graphics.listen { node.setAttribute("listen", address) }
+        }
+        for video in spec.devices.videos {
+            let node: XMLElement
+            if let existing = element(devices, "video", video.xmlIndex) {
+                node = existing
+            } else {
+                node = devices.appendChild(XMLElement(name: "video"))
+                var attributes = [("type", video.model.rawValue)]
+                if let vram = video.vramKiB { attributes.append(("vram", String(vram))) }
+                if let heads = video.heads { attributes.append(("heads", String(heads))) }
+                attributes.append(("primary", "yes"))
+                node.appendChild(XMLElement(name: "model", attributes: attributes))
+            }
+            setAlias(node, video.alias)
+            setPCIAddress(node, video.pciAddress)
+        }
+    }
+
+    private func updateBalloonRNGPanic(_ devices: XMLElement) {
+        if let balloon = spec.devices.memballoon {
+            let node = element(devices, "memballoon", balloon.xmlIndex)
+                ?? devices.appendChild(XMLElement(name: "memballoon", attributes: [("model", balloon.model.rawValue)]))
+            setAlias(node, balloon.alias)
+            setPCIAddress(node, balloon.pciAddress)
+        }
+        for rng in spec.devices.rngs {
+            guard let node = element(devices, "rng", rng.xmlIndex) else { continue }
+            setAlias(node, rng.alias)
+            setPCIAddress(node, rng.pciAddress)
+        }
+    }
+}

@@ -1,0 +1,352 @@
+/// Gives every PCI device the address libvirt 9.0 would give it.
+///
+/// The order, reserved slots and implicit buses follow libvirt's
+/// qemuDomainAssignPCIAddresses, measured on libvirt 9.0 (see
+/// docs/reference/libvirt-9.0-hardware.md): on pc, one flat bus (plus
+/// pci-bridges when it fills up); on q35, one pcie-root-port per PCIe device,
+/// a pcie-pci-bridge for conventional PCI devices, and one spare root port for
+/// hotplug when libvirt would add it.
+struct PCIAddressAssigner {
+    let file: String
+
+    enum Device: Equatable {
+        case controller(Int)
+        case interface(Int)
+        case disk(Int)
+        case balloon
+        case rng(Int)
+        case video(Int)
+        case input(Int)
+    }
+
+    struct Consumer {
+        var device: Device
+        var name: String
+        /// On q35: a PCI Express endpoint, which needs a root port of its own.
+        var isExpress: Bool
+    }
+
+    func error(_ message: String) -> ShimError { ShimError(.invalidArgument, "\(file): \(message)") }
+
+    func assign(_ spec: inout DomainSpec) throws {
+        var used = Set<PCIAddress.Key>()
+        try reserveExplicit(spec, &used)
+        if spec.os.isQ35 {
+            try assignQ35(&spec, &used)
+        } else {
+            try assignPC(&spec, &used)
+        }
+    }
+
+    // MARK: - Explicit addresses
+
+    func explicitAddresses(_ spec: DomainSpec) -> [(String, PCIAddress)] {
+        var all: [(String, PCIAddress)] = []
+        for c in spec.devices.controllers { if let a = c.pciAddress { all.append(("controller \(c.kind.rawValue) \(c.index)", a)) } }
+        for n in spec.devices.interfaces { if let a = n.pciAddress { all.append(("interface \(n.mac)", a)) } }
+        for d in spec.devices.disks { if let a = d.pciAddress { all.append(("disk \(d.targetDev)", a)) } }
+        if let a = spec.devices.memballoon?.pciAddress { all.append(("memballoon", a)) }
+        for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a)) } }
+        for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a)) } }
+        for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a)) } }
+        return all
+    }
+
+    func reserveExplicit(_ spec: DomainSpec, _ used: inout Set<PCIAddress.Key>) throws {
+        let buses = Set(spec.devices.controllers.filter { $0.kind == .pci }.map(\.index))
+        for (name, address) in explicitAddresses(spec) {
+            guard buses.contains(address.bus) else {
+                throw error("\(name) is on PCI bus \(address.bus), but no PCI controller has index \(address.bus)")
+            }
+            if !spec.os.isQ35, address.bus == 0, address.slot <= 1, !(name.hasPrefix("controller usb 0") && address == PCIAddress(bus: 0, slot: 1, function: 2)) {
+                if !(name.hasPrefix("controller ide") && address == PCIAddress(bus: 0, slot: 1, function: 1)) {
+                    throw error("\(name): PCI slots 0 and 1 of bus 0 belong to the i440FX chipset")
+                }
+            }
+            if spec.os.isQ35, address.bus == 0, address.slot == 0x1F || address.slot == 0 {
+                if !(name.hasPrefix("controller sata 0") && address == PCIAddress(bus: 0, slot: 0x1F, function: 2)) {
+                    throw error("\(name): PCI slots 0 and 0x1f of pcie.0 belong to the Q35 chipset")
+                }
+            }
+            if let bus = spec.devices.controllers.first(where: { $0.kind == .pci && $0.index == address.bus }),
+                bus.model == "pcie-root-port", address.slot != 0
+            {
+                throw error("\(name): a pcie-root-port has a single slot, 0 (got slot \(address.slot))")
+            }
+            guard used.insert(address.key).inserted else {
+                throw error("\(name): PCI address \(address) is used twice")
+            }
+        }
+    }
+
+    // MARK: - Ordering (libvirt's qemuDomainAssignDevicePCISlots)
+
+    func consumers(_ spec: DomainSpec) -> [Consumer] {
+        var list: [Consumer] = []
+        let isQ35 = spec.os.isQ35
+        // 1. PCI controllers (bridges, root ports) are placed by the bus logic itself.
+        // 2. Interfaces in document order.
+        for (i, nic) in spec.devices.interfaces.enumerated() where nic.pciAddress == nil {
+            list.append(Consumer(device: .interface(i), name: nic.alias, isExpress: nic.model == .virtio || nic.model == .e1000e))
+        }
+        // 3. Other controllers in controller-array order.
+        for (i, c) in spec.devices.controllers.enumerated() where c.pciAddress == nil {
+            switch c.kind {
+            case .pci, .ide:
+                continue
+            case .usb:
+                if c.model == "none" { continue }
+                if c.model == "piix3-uhci", c.index == 0, !isQ35 { continue }  // fixed at 1.2
+                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: c.model == "qemu-xhci" || c.model == "nec-xhci"))
+            case .sata:
+                if isQ35, c.index == 0 { continue }  // built into ICH9 at 1f.2
+                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: false))
+            case .virtioSerial:
+                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: true))
+            }
+        }
+        // 4. Virtio disks in disk-array order.
+        for (i, disk) in spec.devices.disks.enumerated() where disk.bus == .virtio && disk.pciAddress == nil {
+            list.append(Consumer(device: .disk(i), name: disk.alias, isExpress: true))
+        }
+        // 5. Balloon, RNGs, secondary videos, virtio inputs.
+        if let balloon = spec.devices.memballoon, balloon.model == .virtio, balloon.pciAddress == nil {
+            list.append(Consumer(device: .balloon, name: balloon.alias, isExpress: true))
+        }
+        for (i, rng) in spec.devices.rngs.enumerated() where rng.pciAddress == nil {
+            list.append(Consumer(device: .rng(i), name: rng.alias, isExpress: true))
+        }
+        for (i, video) in spec.devices.videos.enumerated() where i > 0 && video.pciAddress == nil {
+            list.append(Consumer(device: .video(i), name: video.alias, isExpress: video.model == .virtio))
+        }
+        for (i, input) in spec.devices.inputs.enumerated() where input.bus == .virtio && input.pciAddress == nil {
+            list.append(Consumer(device: .input(i), name: input.alias, isExpress: true))
+        }
+        return list
+    }
+
+    func set(_ device: Device, _ address: PCIAddress, in spec: inout DomainSpec) {
+        switch device {
+        case .controller(let i): spec.devices.controllers[i].pciAddress = address
+        case .interface(let i): spec.devices.interfaces[i].pciAddress = address
+        case .disk(let i): spec.devices.disks[i].pciAddress = address
+        case .balloon: spec.devices.memballoon?.pciAddress = address
+        case .rng(let i): spec.devices.rngs[i].pciAddress = address
+        case .video(let i): spec.devices.videos[i].pciAddress = address
+        case .input(let i): spec.devices.inputs[i].pciAddress = address
+        }
+    }
+
+    func needsPrimaryVideoSlot(_ spec: DomainSpec) -> Bool {
+        guard let video = spec.devices.videos.first else { return false }
+        return video.model != .none && video.pciAddress == nil
+    }
+
+    // MARK: - pc (i440FX)
+
+    func assignPC(_ spec: inout DomainSpec, _ used: inout Set<PCIAddress.Key>) throws {
+        // Chipset: host bridge at 0, PIIX3 (ISA, IDE, USB, PM) at slot 1.
+        for function in 0...7 { used.insert(PCIAddress(bus: 0, slot: 0, function: function).key) }
+        for function in 0...7 { used.insert(PCIAddress(bus: 0, slot: 1, function: function).key) }
+        for index in spec.devices.controllers.indices where spec.devices.controllers[index].pciAddress == nil {
+            let c = spec.devices.controllers[index]
+            if c.kind == .usb, c.model == "piix3-uhci", c.index == 0 {
+                spec.devices.controllers[index].pciAddress = PCIAddress(bus: 0, slot: 1, function: 2)
+            } else if c.kind == .ide, c.index == 0 {
+                spec.devices.controllers[index].pciAddress = PCIAddress(bus: 0, slot: 1, function: 1)
+            }
+        }
+
+        func freeSlot(on bus: Int, from: Int = 1) -> Int? {
+            (from...31).first { slot in !(0...7).contains { used.contains(PCIAddress(bus: bus, slot: slot, function: $0).key) } }
+        }
+        // The primary video takes slot 2, or the first free slot, before anything else.
+        if needsPrimaryVideoSlot(spec) {
+            let slot = used.contains(PCIAddress(bus: 0, slot: 2).key) ? freeSlot(on: 0) : 2
+            guard let slot else { throw error("no free PCI slot for the primary video device") }
+            let address = PCIAddress(bus: 0, slot: slot)
+            used.insert(address.key)
+            spec.devices.videos[0].pciAddress = address
+        }
+
+        var list = consumers(spec)
+        var bridgeBuses = spec.devices.controllers.filter { $0.kind == .pci && $0.model == "pci-bridge" }.map(\.index).sorted()
+        // Bridges the user declared without an address go first, like all PCI controllers.
+        var bridgesToPlace = spec.devices.controllers.indices.filter {
+            spec.devices.controllers[$0].kind == .pci && spec.devices.controllers[$0].model == "pci-bridge"
+                && spec.devices.controllers[$0].pciAddress == nil
+        }
+        // Add pci-bridges while the devices plus one slot kept for a future bridge do not fit.
+        func freeSlotCount() -> Int {
+            ([0] + bridgeBuses).reduce(0) { count, bus in
+                count + (1...31).filter { slot in !(0...7).contains { used.contains(PCIAddress(bus: bus, slot: slot, function: $0).key) } }.count
+            }
+        }
+        while list.count + bridgesToPlace.count + 1 > freeSlotCount() {
+            let index = (spec.devices.controllers.map(\.index).max() ?? 0) + 1
+            var bridge = DomainSpec.Controller(kind: .pci, index: index, model: "pci-bridge")
+            bridge.implicit = true
+            bridge.chassis = index
+            bridge.alias = "pci.\(index)"
+            spec.devices.controllers.append(bridge)
+            bridgesToPlace.append(spec.devices.controllers.count - 1)
+            bridgeBuses.append(index)
+            if bridgeBuses.count > 30 { throw error("too many PCI devices for the i440FX machine") }
+        }
+        func place(_ name: String) throws -> PCIAddress {
+            for bus in [0] + bridgeBuses {
+                if let slot = freeSlot(on: bus) {
+                    let address = PCIAddress(bus: bus, slot: slot)
+                    used.insert(address.key)
+                    return address
+                }
+            }
+            throw error("no free PCI slot for \(name)")
+        }
+        for index in bridgesToPlace {
+            let address = try place("pci-bridge \(spec.devices.controllers[index].index)")
+            spec.devices.controllers[index].pciAddress = address
+            if spec.devices.controllers[index].chassis == nil {
+                spec.devices.controllers[index].chassis = spec.devices.controllers[index].index
+            }
+        }
+        list = consumers(spec)
+        for consumer in list {
+            set(consumer.device, try place(consumer.name), in: &spec)
+        }
+    }
+
+    // MARK: - q35
+
+    func assignQ35(_ spec: inout DomainSpec, _ used: inout Set<PCIAddress.Key>) throws {
+        // Chipset: host bridge at 0; LPC, SATA and SMBus at 0x1f.
+        for function in 0...7 {
+            used.insert(PCIAddress(bus: 0, slot: 0, function: function).key)
+            used.insert(PCIAddress(bus: 0, slot: 0x1F, function: function).key)
+        }
+        if let index = spec.devices.controllers.firstIndex(where: { $0.kind == .sata && $0.index == 0 }),
+            spec.devices.controllers[index].pciAddress == nil
+        {
+            spec.devices.controllers[index].pciAddress = PCIAddress(bus: 0, slot: 0x1F, function: 2)
+        }
+        if needsPrimaryVideoSlot(spec) {
+            let slot = used.contains(PCIAddress(bus: 0, slot: 1).key)
+                ? (1...0x1E).first { s in !(0...7).contains { used.contains(PCIAddress(bus: 0, slot: s, function: $0).key) } }
+                : 1
+            guard let slot else { throw error("no free slot on pcie.0 for the primary video device") }
+            let address = PCIAddress(bus: 0, slot: slot)
+            used.insert(address.key)
+            spec.devices.videos[0].pciAddress = address
+        }
+
+        let hadPCIControllers = spec.devices.controllers.contains { $0.kind == .pci && $0.index > 0 }
+        let list = consumers(spec)
+
+        // Dry run: which buses must be added, numbered in the order devices need them.
+        var freeRootPorts = spec.devices.controllers.filter { c in
+            c.kind == .pci && c.model == "pcie-root-port"
+                && !used.contains(PCIAddress(bus: c.index, slot: 0).key)
+        }.count
+        var nextIndex = (spec.devices.controllers.map(\.index).max() ?? 0) + 1
+        var addedAny = false
+        var bridgeIndex = spec.devices.controllers.first { $0.kind == .pci && $0.model == "pcie-to-pci-bridge" }?.index
+        var legacyCount = 0
+        func addController(_ model: String) -> Int {
+            let index = nextIndex
+            nextIndex += 1
+            var controller = DomainSpec.Controller(kind: .pci, index: index, model: model)
+            controller.implicit = true
+            controller.alias = "pci.\(index)"
+            if model == "pcie-root-port" { controller.chassis = index }
+            spec.devices.controllers.append(controller)
+            addedAny = true
+            return index
+        }
+        for consumer in list {
+            if consumer.isExpress {
+                if freeRootPorts > 0 { freeRootPorts -= 1 } else { _ = addController("pcie-root-port") }
+            } else {
+                if bridgeIndex == nil {
+                    _ = addController("pcie-root-port")  // holds the bridge
+                    bridgeIndex = addController("pcie-to-pci-bridge")
+                }
+                legacyCount += 1
+            }
+        }
+        if legacyCount > 31 { throw error("more than 31 conventional PCI devices on q35 are not supported") }
+        if !hadPCIControllers, addedAny { _ = addController("pcie-root-port") }  // spare port for hotplug
+
+        // Final pass. Controllers first, in index order: root ports pack into
+        // pcie.0 slot functions; the bridge takes the first empty root port.
+        let order = spec.devices.controllers.indices.filter { spec.devices.controllers[$0].kind == .pci }
+            .sorted { spec.devices.controllers[$0].index < spec.devices.controllers[$1].index }
+        var packSlot: Int?
+        var packFunction = 0
+        var slotFunctions: [Int: [Int]] = [:]  // slot → controller array indices placed there
+        for index in order where spec.devices.controllers[index].model == "pcie-root-port" {
+            guard spec.devices.controllers[index].pciAddress == nil else { continue }
+            if packSlot == nil || packFunction > 7 {
+                packSlot = (1...0x1E).first { s in !(0...7).contains { used.contains(PCIAddress(bus: 0, slot: s, function: $0).key) } }
+                packFunction = 0
+            }
+            guard let slot = packSlot else { throw error("pcie.0 has no free slot for more root ports") }
+            let address = PCIAddress(bus: 0, slot: slot, function: packFunction)
+            used.insert(address.key)
+            spec.devices.controllers[index].pciAddress = address
+            slotFunctions[slot, default: []].append(index)
+            packFunction += 1
+        }
+        for (_, members) in slotFunctions where members.count > 1 {
+            if let first = members.first { spec.devices.controllers[first].pciAddress?.multifunction = true }
+        }
+        for index in order {
+            let controller = spec.devices.controllers[index]
+            if controller.model == "pcie-root-port" {
+                if spec.devices.controllers[index].port == nil, let a = controller.pciAddress, a.bus == 0 {
+                    spec.devices.controllers[index].port = a.slot << 3 | a.function
+                }
+                if spec.devices.controllers[index].chassis == nil {
+                    spec.devices.controllers[index].chassis = controller.index
+                }
+            }
+        }
+        func rootPortsInOrder() -> [Int] {
+            order.filter { spec.devices.controllers[$0].model == "pcie-root-port" }.map { spec.devices.controllers[$0].index }
+        }
+        func takeRootPort(_ name: String) throws -> PCIAddress {
+            guard let bus = rootPortsInOrder().first(where: { !used.contains(PCIAddress(bus: $0, slot: 0).key) }) else {
+                throw error("no free pcie-root-port for \(name)")
+            }
+            let address = PCIAddress(bus: bus, slot: 0)
+            used.insert(address.key)
+            return address
+        }
+        if let bridgeIndex,
+            let arrayIndex = spec.devices.controllers.firstIndex(where: { $0.kind == .pci && $0.index == bridgeIndex }),
+            spec.devices.controllers[arrayIndex].pciAddress == nil
+        {
+            spec.devices.controllers[arrayIndex].pciAddress = try takeRootPort("the pcie-to-pci-bridge")
+        }
+        for consumer in list {
+            if consumer.isExpress {
+                set(consumer.device, try takeRootPort(consumer.name), in: &spec)
+            } else {
+                guard let bridgeIndex,
+                    let slot = (1...31).first(where: { !used.contains(PCIAddress(bus: bridgeIndex, slot: $0).key) })
+                else { throw error("no free slot on a pcie-to-pci-bridge for \(consumer.name)") }
+                let address = PCIAddress(bus: bridgeIndex, slot: slot)
+                used.insert(address.key)
+                set(consumer.device, address, in: &spec)
+            }
+        }
+    }
+}
+
+extension PCIAddress {
+    struct Key: Hashable {
+        var bus: Int
+        var slot: Int
+        var function: Int
+    }
+    var key: Key { Key(bus: bus, slot: slot, function: function) }
+}
