@@ -1,0 +1,587 @@
+/// Turns a prepared `DomainSpec` (after `DomainDefaults`) into a `LaunchPlan`.
+///
+/// A pure function: same spec and context, same argv. The layout follows what
+/// libvirt 9.0 generates for the same XML on QEMU 7.2 (see
+/// docs/reference/libvirt-9.0-hardware.md). Device, blockdev, netdev and
+/// object options use QEMU's JSON syntax, where user text cannot inject
+/// options; every other option value that can hold user text goes through
+/// `QEMUOption.escape` (QEMU's ",," escaping). `-kernel`, `-initrd` and
+/// `-append` take their value verbatim (QEMU does not split them on commas).
+public struct QEMUCommandLine {
+    public struct Context: Sendable {
+        public var runDirectory: RunDirectory
+        /// Unix seconds at launch, for `<clock offset='variable'>`.
+        public var now: Int64
+        /// The host's UTC offset in seconds, for `basis='localtime'`.
+        public var localTimeOffset: Int64
+
+        public init(runDirectory: RunDirectory, now: Int64, localTimeOffset: Int64) {
+            self.runDirectory = runDirectory
+            self.now = now
+            self.localTimeOffset = localTimeOffset
+        }
+    }
+
+    public static let monitorFD: Int32 = 3
+
+    let spec: DomainSpec
+    let context: Context
+    var arguments: [String] = []
+    var fds: [FDRequest] = []
+    var nextFD: Int32 = QEMUCommandLine.monitorFD + 1
+    var nextFDSet = 0
+
+    public static func plan(_ spec: DomainSpec, context: Context) throws -> LaunchPlan {
+        var builder = QEMUCommandLine(spec: spec, context: context)
+        try builder.build()
+        return LaunchPlan(
+            executable: spec.emulator, arguments: builder.arguments,
+            environment: [
+                "LC_ALL=C", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=\(context.runDirectory.path)",
+            ],
+            fds: builder.fds)
+    }
+
+    init(spec: DomainSpec, context: Context) {
+        self.spec = spec
+        self.context = context
+    }
+
+    mutating func add(_ options: String...) { arguments += options }
+
+    mutating func addDevice(_ properties: JSONObject) { add("-device", JSONValue.object(properties).description) }
+
+    mutating func passFD(_ resource: FDRequest.Resource) -> Int32 {
+        let fd = nextFD
+        nextFD += 1
+        fds.append(FDRequest(childFD: fd, resource: resource))
+        return fd
+    }
+
+    // MARK: - Whole command line
+
+    mutating func build() throws {
+        fds.append(FDRequest(childFD: Self.monitorFD, resource: .monitorListener(path: context.runDirectory.qmpSocket)))
+        add("-name", "guest=\(QEMUOption.escape(spec.name)),debug-threads=on")
+        add("-S")
+        try addMachineAndCPU()
+        add("-uuid", spec.uuid.description)
+        if spec.devices.graphics.isEmpty { add("-display", "none") }
+        add("-no-user-config", "-nodefaults")
+        add("-chardev", "socket,id=charmonitor,fd=\(Self.monitorFD),server=on,wait=off")
+        add("-mon", "chardev=charmonitor,id=monitor,mode=control")
+        addClock()
+        add("-no-shutdown")
+        addPowerManagement()
+        addBoot()
+        addControllers()
+        try addDisks()
+        addInterfaces()
+        addCharDevices()
+        addInputs()
+        add("-audiodev", #"{"id":"audio1","driver":"none"}"#)
+        addGraphics()
+        addVideos()
+        addBalloon()
+        addRNGs()
+        addPanics()
+        add("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+        add("-msg", "timestamp=on")
+    }
+
+    // MARK: - Machine, CPU, memory, topology
+
+    mutating func addMachineAndCPU() throws {
+        var machine = "\(spec.os.machine),usb=off,dump-guest-core=off,memory-backend=pc.ram"
+        if let hpet = spec.clock.timer(.hpet), hpet.present == false { machine += ",hpet=off" }
+        if !spec.features.acpi { machine += ",acpi=off" }
+        add("-machine", machine)
+        add("-accel", spec.virtType == .kvm ? "kvm" : "tcg")
+        add("-cpu", try cpuModel())
+        let mebibytes = spec.memory.maximumKiB / 1024
+        add("-m", "\(mebibytes)")
+        add("-object", JSONValue.object(["qom-type": "memory-backend-ram", "id": "pc.ram", "size": .number(mebibytes << 20)]).description)
+        add("-overcommit", "mem-lock=off")
+        var smp = "\(spec.vcpus.current)"
+        if spec.vcpus.current != spec.vcpus.maximum { smp += ",maxcpus=\(spec.vcpus.maximum)" }
+        if let topology = spec.cpu.topology {
+            smp += ",sockets=\(topology.sockets),dies=\(topology.dies),cores=\(topology.cores),threads=\(topology.threads)"
+        } else {
+            smp += ",sockets=\(spec.vcpus.maximum),cores=1,threads=1"
+        }
+        add("-smp", smp)
+    }
+
+    func cpuModel() throws -> String {
+        switch spec.cpu.mode {
+        case .hostPassthrough:
+            guard spec.virtType == .kvm else {
+                throw ShimError(
+                    .unsupported,
+                    "CPU mode 'host-passthrough' needs <domain type='kvm'>; with type='qemu' (TCG) use mode='maximum' or a named model (libvirt refuses it too)"
+                )
+            }
+            return "host"
+        case .maximum:
+            return "max" + cpuFeatures()
+        case .hostModel:
+            throw ShimError(.unsupported, "CPU mode 'host-model' is not supported yet; use mode='custom' with a model")
+        case .custom:
+            return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures()
+        }
+    }
+
+    func cpuFeatures() -> String {
+        spec.cpu.features.map { feature in
+            let on: Bool
+            switch feature.policy {
+            case .force, .require, .optional: on = true
+            case .disable, .forbid: on = false
+            }
+            return ",\(QEMUOption.escape(feature.name))=\(on ? "on" : "off")"
+        }.joined()
+    }
+
+    // MARK: - Clock, power, boot
+
+    mutating func addClock() {
+        var rtc: String
+        switch spec.clock.offset {
+        case .utc: rtc = "base=utc"
+        case .localtime: rtc = "base=localtime"
+        case .variable(let adjustment, let basisLocaltime):
+            let seconds = context.now + adjustment + (basisLocaltime ? context.localTimeOffset : 0)
+            rtc = "base=\(QEMUOption.isoDate(seconds))"
+        }
+        if let timer = spec.clock.timer(.rtc) {
+            switch timer.track {
+            case "guest": rtc += ",clock=vm"
+            case "wall": rtc += ",clock=host"
+            case "realtime": rtc += ",clock=rt"
+            default: break
+            }
+            if timer.tickPolicy == .catchup { rtc += ",driftfix=slew" }
+        }
+        add("-rtc", rtc)
+        if let pit = spec.clock.timer(.pit), let policy = pit.tickPolicy {
+            switch policy {
+            case .delay: add("-global", "kvm-pit.lost_tick_policy=delay")
+            case .catchup: add("-global", "kvm-pit.lost_tick_policy=slew")
+            case .discard: add("-global", "kvm-pit.lost_tick_policy=discard")
+            case .merge: break
+            }
+        }
+    }
+
+    mutating func addPowerManagement() {
+        let device = spec.os.isQ35 ? "ICH9-LPC" : "PIIX4_PM"
+        if let mem = spec.power.suspendToMem { add("-global", "\(device).disable_s3=\(mem ? 0 : 1)") }
+        if let disk = spec.power.suspendToDisk { add("-global", "\(device).disable_s4=\(disk ? 0 : 1)") }
+    }
+
+    mutating func addBoot() {
+        var boot = "strict=on"
+        if let menu = spec.os.bootMenu {
+            boot = "menu=\(menu ? "on" : "off")"
+            if menu, let timeout = spec.os.bootMenuTimeoutMilliseconds { boot += ",splash-time=\(timeout)" }
+            boot += ",strict=on"
+        }
+        add("-boot", boot)
+        if let kernel = spec.os.kernel { add("-kernel", kernel) }
+        if let initrd = spec.os.initrd { add("-initrd", initrd) }
+        if let cmdline = spec.os.cmdline { add("-append", cmdline) }
+    }
+
+    /// `<os><boot dev=…>` becomes a bootindex on the first device of each kind,
+    /// numbered by position; per-device `<boot order>` wins when present.
+    func bootIndex(disk index: Int) -> Int? {
+        let disk = spec.devices.disks[index]
+        if let order = disk.bootOrder { return order }
+        for (position, device) in spec.os.bootDevices.enumerated() {
+            switch device {
+            case .hd where disk.device == .disk:
+                if spec.devices.disks.firstIndex(where: { $0.device == .disk }) == index { return position + 1 }
+            case .cdrom where disk.device == .cdrom:
+                if spec.devices.disks.firstIndex(where: { $0.device == .cdrom }) == index { return position + 1 }
+            default: continue
+            }
+        }
+        return nil
+    }
+
+    func bootIndex(interface index: Int) -> Int? {
+        if let order = spec.devices.interfaces[index].bootOrder { return order }
+        guard index == 0, let position = spec.os.bootDevices.firstIndex(of: .network) else { return nil }
+        return position + 1
+    }
+
+    // MARK: - PCI addressing
+
+    func busName(_ bus: Int) -> String {
+        spec.devices.controllers.first { $0.kind == .pci && $0.index == bus }?.alias ?? "pci.\(bus)"
+    }
+
+    func addPCIAddress(_ address: PCIAddress?, to properties: inout JSONObject) {
+        guard let address else { return }
+        properties["bus"] = .string(busName(address.bus))
+        if address.multifunction { properties["multifunction"] = true }
+        let slot = "0x" + String(address.slot, radix: 16)
+        properties["addr"] = .string(address.function == 0 ? slot : slot + ".0x" + String(address.function, radix: 16))
+    }
+
+    // MARK: - Controllers
+
+    mutating func addControllers() {
+        let order: [DomainSpec.Controller.Kind] = [.pci, .usb, .ide, .sata, .virtioSerial]
+        for kind in order {
+            let controllers = spec.devices.controllers.filter { $0.kind == kind }.sorted { $0.index < $1.index }
+            for controller in controllers {
+                guard let props = controllerProperties(controller) else { continue }
+                addDevice(props)
+            }
+        }
+    }
+
+    func controllerProperties(_ controller: DomainSpec.Controller) -> JSONObject? {
+        var props = JSONObject()
+        switch controller.kind {
+        case .pci:
+            switch controller.model {
+            case "pcie-root-port":
+                props["driver"] = "pcie-root-port"
+                if let port = controller.port { props["port"] = .number(port) }
+                props["chassis"] = .number(controller.chassis ?? controller.index)
+            case "pci-bridge":
+                props["driver"] = "pci-bridge"
+                props["chassis_nr"] = .number(controller.chassis ?? controller.index)
+            case "pcie-to-pci-bridge":
+                props["driver"] = "pcie-pci-bridge"
+            default:
+                return nil  // pci-root and pcie-root are the machine's own
+            }
+        case .usb:
+            switch controller.model {
+            case "piix3-uhci": props["driver"] = "piix3-usb-uhci"
+            case "qemu-xhci": props["driver"] = "qemu-xhci"
+            case "nec-xhci": props["driver"] = "nec-usb-xhci"
+            default: return nil
+            }
+            if let ports = controller.ports, controller.model != "piix3-uhci" {
+                props["p2"] = .number(ports)
+                props["p3"] = .number(ports)
+            }
+        case .ide:
+            return nil  // built into PIIX3
+        case .sata:
+            if spec.os.isQ35, controller.index == 0 { return nil }  // built into ICH9
+            props["driver"] = "ahci"
+        case .virtioSerial:
+            props["driver"] = "virtio-serial-pci"
+            if let ports = controller.ports { props["max_ports"] = .number(ports) }
+        }
+        props["id"] = .string(controller.alias)
+        addPCIAddress(controller.pciAddress, to: &props)
+        return props
+    }
+
+    // MARK: - Disks
+
+    mutating func addDisks() throws {
+        // Node names count down from the last disk, as libvirt numbers them.
+        let count = spec.devices.disks.count
+        for (index, disk) in spec.devices.disks.enumerated() {
+            let node = count - index
+            var cache: JSONValue?
+            var writeCache: String?
+            let effectiveCache: DomainSpec.Disk.Cache? = disk.cache ?? (disk.shareable ? DomainSpec.Disk.Cache.none : nil)
+            switch effectiveCache {
+            case .none?:
+                cache = ["direct": true, "no-flush": false]
+                writeCache = "on"
+            case .writeback?:
+                cache = ["direct": false, "no-flush": false]
+                writeCache = "on"
+            case .unsafe?:
+                cache = ["direct": false, "no-flush": true]
+                writeCache = "on"
+            case .writethrough?:
+                cache = ["direct": false, "no-flush": false]
+                writeCache = "off"
+            case .directsync?:
+                cache = ["direct": true, "no-flush": false]
+                writeCache = "off"
+            case .default?, nil:
+                break
+            }
+            let format = "libvirt-\(node)-format"
+            if let source = disk.source {
+                var storage: JSONObject = [
+                    "driver": .string(disk.sourceType == .block ? "host_device" : "file"), "filename": .string(source),
+                ]
+                if let io = disk.io { storage["aio"] = .string(io.rawValue) }
+                storage["node-name"] = .string("libvirt-\(node)-storage")
+                if let cache { storage["cache"] = cache }
+                storage["auto-read-only"] = true
+                storage["discard"] = "unmap"
+                add("-blockdev", JSONValue.object(storage).description)
+                var formatNode: JSONObject = ["node-name": .string(format), "read-only": .bool(disk.readOnly)]
+                if let discard = disk.discard { formatNode["discard"] = .string(discard.rawValue) }
+                if let cache { formatNode["cache"] = cache }
+                formatNode["driver"] = .string(disk.format.rawValue)
+                formatNode["file"] = .string("libvirt-\(node)-storage")
+                if disk.format == .qcow2 { formatNode["backing"] = .null }
+                add("-blockdev", JSONValue.object(formatNode).description)
+            }
+            var device = JSONObject()
+            switch disk.bus {
+            case .virtio:
+                device["driver"] = "virtio-blk-pci"
+                addPCIAddress(disk.pciAddress, to: &device)
+            case .ide:
+                device["driver"] = .string(disk.device == .cdrom ? "ide-cd" : "ide-hd")
+                let address = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                device["bus"] = .string("ide.\(address.bus)")
+                device["unit"] = .number(address.unit)
+            case .sata:
+                device["driver"] = .string(disk.device == .cdrom ? "ide-cd" : "ide-hd")
+                let address = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                let controller = spec.devices.controllers.first { $0.kind == .sata && $0.index == address.controller }
+                device["bus"] = .string("\(controller?.alias ?? "sata\(address.controller)").\(address.unit)")
+            }
+            if disk.shareable { device["share-rw"] = true }
+            if disk.source != nil { device["drive"] = .string(format) }
+            device["id"] = .string(disk.alias)
+            if let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
+            if let serial = disk.serial { device["serial"] = .string(serial) }
+            if let writeCache { device["write-cache"] = .string(writeCache) }
+            addDevice(device)
+        }
+    }
+
+    // MARK: - Network
+
+    mutating func addInterfaces() {
+        for (index, nic) in spec.devices.interfaces.enumerated() {
+            let netdevID = "host\(nic.alias)"
+            switch nic.kind {
+            case .user:
+                add("-netdev", JSONValue.object(["type": "user", "id": .string(netdevID)]).description)
+            case .ethernet:
+                let fd = passFD(
+                    .tap(name: nic.targetDev, vnetHeader: nic.model == .virtio, managed: nic.managedTap, alias: nic.alias))
+                add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
+            }
+            var device: JSONObject = [
+                "driver": .string(QEMUCommandLine.nicDriver(nic.model)), "netdev": .string(netdevID),
+                "id": .string(nic.alias), "mac": .string(nic.mac),
+            ]
+            if let mtu = nic.mtu, nic.model == .virtio { device["host_mtu"] = .number(mtu) }
+            if let bootIndex = bootIndex(interface: index) { device["bootindex"] = .number(bootIndex) }
+            addPCIAddress(nic.pciAddress, to: &device)
+            addDevice(device)
+        }
+    }
+
+    static func nicDriver(_ model: DomainSpec.Interface.Model) -> String {
+        switch model {
+        case .virtio: return "virtio-net-pci"
+        case .e1000: return "e1000"
+        case .e1000e: return "e1000e"
+        case .rtl8139: return "rtl8139"
+        }
+    }
+
+    // MARK: - Character devices
+
+    mutating func chardevOptions(_ device: DomainSpec.CharDevice, id: String) -> String {
+        var options: String
+        switch device.backend {
+        case .pty:
+            options = "pty,id=\(id)"
+        case .null:
+            options = "null,id=\(id)"
+        case .file(let path, let append):
+            let set = nextFDSet
+            nextFDSet += 1
+            let fd = passFD(.file(path: path, append: append ?? false))
+            add("-add-fd", "set=\(set),fd=\(fd),opaque=\(QEMUOption.escape(device.alias))-source")
+            options = "file,id=\(id),path=/dev/fdset/\(set),append=on"
+        case .unixListen(let path):
+            let fd = passFD(.unixListener(path: path))
+            options = "socket,id=\(id),fd=\(fd),server=on,wait=off"
+        case .unixConnect(let path, let reconnect):
+            options = "socket,id=\(id),path=\(QEMUOption.escape(path))"
+            if let reconnect { options += ",reconnect=\(reconnect)" }
+        }
+        if let log = device.logFile {
+            let set = nextFDSet
+            nextFDSet += 1
+            let fd = passFD(.file(path: log, append: device.logAppend ?? false))
+            add("-add-fd", "set=\(set),fd=\(fd),opaque=\(QEMUOption.escape(device.alias))-log")
+            options += ",logfile=/dev/fdset/\(set),logappend=on"
+        }
+        return options
+    }
+
+    mutating func addCharDevices() {
+        for serial in spec.devices.serials {
+            let id = "char\(serial.alias)"
+            add("-chardev", chardevOptions(serial, id: id))
+            addDevice([
+                "driver": "isa-serial", "chardev": .string(id), "id": .string(serial.alias),
+                "index": .number(serial.targetPort ?? 0),
+            ])
+        }
+        for channel in spec.devices.channels {
+            let id = "char\(channel.alias)"
+            add("-chardev", chardevOptions(channel, id: id))
+            var props: JSONObject = [
+                "driver": "virtserialport", "bus": "virtio-serial0.0", "nr": .number(channel.targetPort ?? 1),
+                "chardev": .string(id), "id": .string(channel.alias),
+            ]
+            if let name = channel.targetName { props["name"] = .string(name) }
+            addDevice(props)
+        }
+    }
+
+    // MARK: - Input, graphics, video
+
+    mutating func addInputs() {
+        var usbPort = 1
+        for input in spec.devices.inputs {
+            switch input.bus {
+            case .ps2:
+                continue  // part of the chipset
+            case .usb:
+                let driver = ["tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd"][input.kind.rawValue] ?? "usb-tablet"
+                addDevice(["driver": .string(driver), "id": .string(input.alias), "bus": "usb.0", "port": .string("\(usbPort)")])
+                usbPort += 1
+            case .virtio:
+                let driver = "virtio-\(input.kind == .tablet ? "tablet" : input.kind.rawValue)-pci"
+                var props: JSONObject = ["driver": .string(driver), "id": .string(input.alias)]
+                addPCIAddress(input.pciAddress, to: &props)
+                addDevice(props)
+            }
+        }
+    }
+
+    mutating func addGraphics() {
+        for graphics in spec.devices.graphics {
+            switch graphics.listen {
+            case .address(let address):
+                let display = (graphics.port ?? 5900) - 5900
+                let host = address.contains(":") ? "[\(address)]" : address
+                add("-vnc", "\(QEMUOption.escape(host)):\(display),audiodev=audio1")
+            case .socket(let path):
+                add("-vnc", "vnc=unix:\(QEMUOption.escape(path)),audiodev=audio1")
+            case .none:
+                add("-vnc", "none,audiodev=audio1")
+            }
+        }
+    }
+
+    mutating func addVideos() {
+        for (index, video) in spec.devices.videos.enumerated() {
+            var props = JSONObject()
+            let primary = index == 0
+            switch video.model {
+            case .none:
+                continue
+            case .vga:
+                props["driver"] = "VGA"
+                props["id"] = .string(video.alias)
+                props["vgamem_mb"] = .number((video.vramKiB ?? 16384) / 1024)
+            case .cirrus:
+                props["driver"] = "cirrus-vga"
+                props["id"] = .string(video.alias)
+            case .bochs:
+                props["driver"] = "bochs-display"
+                props["id"] = .string(video.alias)
+                props["vgamem"] = .number((video.vramKiB ?? 16384) * 1024)
+            case .virtio:
+                props["driver"] = .string(primary ? "virtio-vga" : "virtio-gpu-pci")
+                props["id"] = .string(video.alias)
+                if let heads = video.heads { props["max_outputs"] = .number(heads) }
+            case .qxl:
+                props["driver"] = .string(primary ? "qxl-vga" : "qxl")
+                props["id"] = .string(video.alias)
+                props["max_outputs"] = .number(video.heads ?? 1)
+                props["ram_size"] = .number((video.ramKiB ?? 65536) * 1024)
+                props["vram_size"] = .number((video.vramKiB ?? 65536) * 1024)
+                props["vram64_size_mb"] = .number((video.vram64KiB ?? 0) / 1024)
+                props["vgamem_mb"] = .number((video.vgamemKiB ?? 16384) / 1024)
+            }
+            addPCIAddress(video.pciAddress, to: &props)
+            addDevice(props)
+        }
+    }
+
+    // MARK: - Balloon, RNG, panic
+
+    mutating func addBalloon() {
+        guard let balloon = spec.devices.memballoon, balloon.model == .virtio else { return }
+        var props: JSONObject = ["driver": "virtio-balloon-pci", "id": .string(balloon.alias)]
+        addPCIAddress(balloon.pciAddress, to: &props)
+        if let deflate = balloon.autodeflate { props["deflate-on-oom"] = .bool(deflate) }
+        if let reporting = balloon.freePageReporting { props["free-page-reporting"] = .bool(reporting) }
+        addDevice(props)
+    }
+
+    mutating func addRNGs() {
+        for rng in spec.devices.rngs {
+            let objectID = "obj\(rng.alias)"
+            switch rng.backend {
+            case .random(let path):
+                add("-object", JSONValue.object(["qom-type": "rng-random", "id": .string(objectID), "filename": .string(path)]).description)
+            case .builtin:
+                add("-object", JSONValue.object(["qom-type": "rng-builtin", "id": .string(objectID)]).description)
+            }
+            var props: JSONObject = ["driver": "virtio-rng-pci", "rng": .string(objectID), "id": .string(rng.alias)]
+            if let bytes = rng.rateBytes {
+                props["max-bytes"] = .number(bytes)
+                props["period"] = .number(rng.ratePeriodMilliseconds ?? 1000)
+            }
+            addPCIAddress(rng.pciAddress, to: &props)
+            addDevice(props)
+        }
+    }
+
+    mutating func addPanics() {
+        for panic in spec.devices.panics {
+            var props: JSONObject = ["driver": "pvpanic"]
+            if let ioBase = panic.ioBase { props["ioport"] = .number(ioBase) }
+            addDevice(props)
+        }
+    }
+}
+
+/// QEMU's key=value option syntax.
+public enum QEMUOption {
+    /// Doubles commas so a value cannot end its option and start another
+    /// (`/a,file=/etc/shadow` stays one value).
+    public static func escape(_ value: String) -> String {
+        value.replacingAll(",", with: ",,")
+    }
+
+    /// "YYYY-MM-DDTHH:MM:SS" in UTC, for `-rtc base=`.
+    static func isoDate(_ unixSeconds: Int64) -> String {
+        let days = unixSeconds >= 0 ? unixSeconds / 86400 : (unixSeconds - 86399) / 86400
+        let secondsOfDay = unixSeconds - days * 86400
+        // Civil-from-days (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ v: Int64, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondsOfDay / 3600, 2)):\(pad(secondsOfDay % 3600 / 60, 2)):\(pad(secondsOfDay % 60, 2))"
+    }
+}
