@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where one VM's runtime files live: `<root>/<name>/`.
+///
+/// The root defaults to /run/vmshim; `--run-root` or `VMSHIM_RUN_ROOT` moves
+/// it (a container launcher points it into the pod). The directory holds the
+/// status file, the QMP and control sockets and any sockets vmshim creates
+/// for the guest's character devices; it is removed when the VM ends.
+public struct RunDirectory: Sendable, Equatable {
+    public static let defaultRoot = "/run/vmshim"
+    public static let environmentVariable = "VMSHIM_RUN_ROOT"
+
+    public let root: String
+    public let name: String
+
+    public init(root: String, name: String) {
+        self.root = root
+        self.name = name
+    }
+
+    /// The flag wins, then the environment, then the default.
+    public static func resolveRoot(_ flag: String?, environment: [String: String]) -> String {
+        let chosen = flag ?? environment[environmentVariable] ?? defaultRoot
+        return chosen.count > 1 && chosen.hasSuffix("/") ? String(chosen.dropLast()) : chosen
+    }
+
+    public var path: String { "\(root)/\(name)" }
+    public var statusFile: String { "\(path)/status.json" }
+    public var qmpSocket: String { "\(path)/qmp.sock" }
+    public var controlSocket: String { "\(path)/control.sock" }
+    /// Sockets vmshim binds for the guest (channels without a path).
+    public func deviceSocket(_ alias: String) -> String { "\(path)/\(alias).sock" }
+
+    /// Creates the root (0755) and the VM's directory (0700).
+    public func create() throws {
+        try FileIO.makeDirectories(root, mode: 0o755)
+        if mkdir(path, 0o700) != 0, errno != EEXIST {
+            throw ShimError.system("cannot create the run directory \(path)")
+        }
+        try UnixSocket.checkPathLength(qmpSocket)
+        try UnixSocket.checkPathLength(controlSocket)
+    }
+
+    public func remove() {
+        FileIO.removeTree(path)
+    }
+
+    /// The log directory: /var/log/vmshim with the default root, `<root>/log`
+    /// with a custom one (so a pod keeps its logs on its own volume).
+    public static func defaultLogDirectory(root: String) -> String {
+        root == defaultRoot ? "/var/log/vmshim" : "\(root)/log"
+    }
+}

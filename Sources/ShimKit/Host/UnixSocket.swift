@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Unix-socket helpers the launcher needs before QEMU exists.
+public enum UnixSocket {
+    /// The kernel's limit for sun_path, including the terminating NUL.
+    public static let maximumPathLength = 108
+
+    public static func checkPathLength(_ path: String) throws {
+        guard path.utf8.count < maximumPathLength else {
+            throw ShimError(
+                .invalidArgument,
+                "socket path \(path) is \(path.utf8.count) bytes; unix sockets allow at most \(maximumPathLength - 1): choose a shorter --run-root"
+            )
+        }
+    }
+
+    /// Creates, binds and listens on a unix socket; returns the fd (CLOEXEC).
+    /// A stale socket file at `path` is replaced; any other file is an error.
+    public static func listen(path: String, mode: mode_t = 0o600, backlog: Int32 = 16) throws -> Int32 {
+        try checkPathLength(path)
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+                throw ShimError(.alreadyExists, "\(path) exists and is not a socket; remove it or choose another path")
+            }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw ShimError.system("cannot create a unix socket for \(path)") }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        // Create with the final mode: bind honours the umask.
+        let oldMask = umask(~mode & 0o777)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        let bindErrno = errno
+        umask(oldMask)
+        guard bound == 0 else {
+            close(fd)
+            throw ShimError.system("cannot bind \(path)", errno: bindErrno)
+        }
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let error = ShimError.system("cannot listen on \(path)")
+            close(fd)
+            unlink(path)
+            throw error
+        }
+        return fd
+    }
+
+    /// True when something accepts connections at `path`.
+    public static func isListening(path: String) -> Bool {
+        guard path.utf8.count < maximumPathLength else { return false }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return rc == 0
+    }
+}

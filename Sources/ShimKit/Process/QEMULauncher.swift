@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Opens what a `LaunchPlan` asks for, spawns QEMU with exactly those fds, and
+/// closes the shim's copies. On any failure everything opened is closed and
+/// every socket file created is removed before the error is thrown.
+public enum QEMULauncher {
+    public struct Launched: Sendable {
+        public var process: ProcessHandle
+        public var identity: ProcessIdentity
+        /// Tap device names by NIC alias (what the kernel assigned for vnet%d).
+        public var tapNames: [String: String]
+        /// Socket files the shim created for QEMU (removed when the VM ends).
+        public var createdSockets: [String]
+    }
+
+    public static func launch(plan: LaunchPlan, spec: DomainSpec, logFile: String, shimVersion: String) throws -> Launched {
+        var opened: [(parent: Int32, child: Int32)] = []
+        var createdSockets: [String] = []
+        var tapNames: [String: String] = [:]
+        var succeeded = false
+        defer {
+            for item in opened { close(item.parent) }
+            if !succeeded { for path in createdSockets { unlink(path) } }
+        }
+        for request in plan.fds {
+            switch request.resource {
+            case .monitorListener(let path), .unixListener(let path):
+                let fd = try UnixSocket.listen(path: path)
+                createdSockets.append(path)
+                opened.append((fd, request.childFD))
+            case .file(let path, let append):
+                let flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | (append ? O_APPEND : O_TRUNC)
+                let fd = open(path, flags, 0o600)
+                guard fd >= 0 else { throw ShimError.system("cannot open \(path) for a character device") }
+                opened.append((fd, request.childFD))
+            case .tap(let name, let vnetHeader, let managed, let alias):
+                let nic = spec.devices.interfaces.first { $0.alias == alias }
+                let tap = try Tap.open(
+                    name: name, managed: managed, vnetHeader: vnetHeader, guestMAC: nic?.mac ?? "", mtu: nic?.mtu)
+                tapNames[alias] = tap.name
+                opened.append((tap.fd, request.childFD))
+            }
+        }
+
+        try FileIO.makeDirectories(FileIO.parentDirectory(of: logFile), mode: 0o755)
+        let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard logFD >= 0 else { throw ShimError.system("cannot open the QEMU log \(logFile)") }
+        defer { close(logFD) }
+        let header = "\(QEMUOption.isoDate(Int64(time(nil)))) starting up vmshim \(shimVersion), domain \(spec.name) (\(spec.uuid))\n"
+        try? FileIO.writeAll(logFD, Array((header + plan.rendered()).utf8), path: logFile)
+
+        let spawned = try Spawner.spawn(
+            SpawnSpec(
+                executable: plan.executable, arguments: plan.argv, environment: plan.environment, outputFD: logFD,
+                inheritedFDs: opened))
+        let process = ProcessHandle(spawned)
+        guard let identity = ProcessIdentity.of(pid: spawned.pid) else {
+            // Already gone: QEMU failed at once. The caller reports its log.
+            succeeded = true
+            return Launched(
+                process: process, identity: ProcessIdentity(pid: spawned.pid, startTime: 0, bootID: ProcFS.bootID),
+                tapNames: tapNames, createdSockets: createdSockets)
+        }
+        succeeded = true
+        return Launched(process: process, identity: identity, tapNames: tapNames, createdSockets: createdSockets)
+    }
+}

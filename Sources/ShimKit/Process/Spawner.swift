@@ -1,0 +1,113 @@
+import CShimKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to spawn and with which file descriptors.
+public struct SpawnSpec: Sendable {
+    public var executable: String
+    /// argv including argv[0].
+    public var arguments: [String]
+    public var environment: [String]
+    /// Opened by the caller; becomes the child's stdout and stderr.
+    public var outputFD: Int32
+    /// Parent fd → child fd. Child fds must be ≥ 3; nothing else is inherited.
+    public var inheritedFDs: [(parent: Int32, child: Int32)]
+    /// Start the child in its own session, so a terminal's Ctrl-C or the
+    /// shim's process group being signalled does not reach QEMU.
+    public var newSession: Bool
+
+    public init(
+        executable: String, arguments: [String], environment: [String], outputFD: Int32,
+        inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true
+    ) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.outputFD = outputFD
+        self.inheritedFDs = inheritedFDs
+        self.newSession = newSession
+    }
+}
+
+/// A spawned child with a pidfd, so signals and exit watching are immune to
+/// pid reuse.
+public struct SpawnedProcess: Sendable {
+    public let pid: pid_t
+    public let pidfd: Int32
+}
+
+public enum Spawner {
+    /// posix_spawn with setsid, an explicit fd map and every other fd closed.
+    ///
+    /// Swift's Foundation.Process and swift-subprocess cannot pass extra fds on
+    /// Linux, and QEMU needs its monitor and device fds at known numbers.
+    public static func spawn(_ spec: SpawnSpec) throws -> SpawnedProcess {
+        let highestChild = spec.inheritedFDs.map(\.child).max() ?? 2
+        for mapping in spec.inheritedFDs where mapping.child < 3 {
+            throw ShimError(.internalError, "cannot map fd \(mapping.parent) to reserved child fd \(mapping.child)")
+        }
+        // Move every source fd above the child range first so one dup2 cannot
+        // clobber another source (e.g. parent fd 4 → child 3 and parent 3 → child 4).
+        var staged: [(parent: Int32, child: Int32)] = []
+        defer { for item in staged { close(item.parent) } }
+        for mapping in spec.inheritedFDs {
+            let copy = fcntl(mapping.parent, F_DUPFD_CLOEXEC, highestChild + 1)
+            guard copy >= 0 else { throw ShimError.system("cannot duplicate fd \(mapping.parent) for QEMU") }
+            staged.append((copy, mapping.child))
+        }
+        let output = fcntl(spec.outputFD, F_DUPFD_CLOEXEC, highestChild + 1)
+        guard output >= 0 else { throw ShimError.system("cannot duplicate the log fd for QEMU") }
+        defer { close(output) }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, output, 1)
+        posix_spawn_file_actions_adddup2(&actions, output, 2)
+        for item in staged {
+            // dup2 clears FD_CLOEXEC on the target.
+            posix_spawn_file_actions_adddup2(&actions, item.parent, item.child)
+        }
+        cshim_spawn_addclosefrom(&actions, highestChild + 1)
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        // The shim blocks or ignores signals (SIGPIPE, SIGTERM handling); QEMU
+        // must start with defaults and nothing blocked.
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        var flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        if spec.newSession { flags |= cshim_spawn_flag_setsid() }
+        posix_spawnattr_setflags(&attributes, flags)
+
+        var argv: [UnsafeMutablePointer<CChar>?] = spec.arguments.map { strdup($0) } + [nil]
+        var envp: [UnsafeMutablePointer<CChar>?] = spec.environment.map { strdup($0) } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp)
+        guard rc == 0 else {
+            throw ShimError(
+                .qemuFailed, "cannot start \(spec.executable): \(SystemError(rc))", cause: SystemError(rc))
+        }
+        let pidfd = cshim_pidfd_open(pid)
+        guard pidfd >= 0 else {
+            let error = ShimError.system("pidfd_open(\(pid)) for \(spec.executable)")
+            kill(pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            throw error
+        }
+        _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC)
+        return SpawnedProcess(pid: pid, pidfd: pidfd)
+    }
+}

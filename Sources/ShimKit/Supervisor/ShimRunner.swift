@@ -1,0 +1,108 @@
+import Logging
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vmshim run`: one VM in the foreground, from start to exit code.
+///
+/// Composes the supervisor, the control server and signal handling:
+/// SIGTERM/SIGINT ask the guest to shut down (ACPI, then quit after the
+/// shutdown timeout); a second one destroys it. The shim's exit code says how
+/// the VM ended (docs/cli.md).
+public enum ShimRunner {
+    public static func run(config: ShimConfiguration, logLevel: Logger.Level = .info) async -> Int32 {
+        let name = config.runDirectory.name
+        let logger = Logger(label: "vmshim[\(name)]") { ShimLogHandler(label: $0, level: logLevel) }
+        func fail(_ error: any Error) -> Int32 {
+            logger.error("\(error)")
+            return ShimOutcome.Code.startFailed
+        }
+
+        let xml: String
+        do {
+            xml = try FileIO.readString(config.xmlPath)
+        } catch {
+            return fail(ShimError(.invalidArgument, "cannot read \(config.xmlPath): \(error)"))
+        }
+        let supervisor: VMSupervisor
+        do {
+            supervisor = try VMSupervisor(config: config, xml: xml, logger: logger)
+        } catch {
+            return fail(error)
+        }
+        // Watch signals before anything starts, so none is lost.
+        let signals = SignalWatcher([SIGTERM, SIGINT, SIGHUP])
+
+        do {
+            try await supervisor.claimRunDirectory()
+        } catch {
+            return fail(error)
+        }
+        let group = EventLoops.shared
+        let server: ControlServer
+        do {
+            server = try ControlServer(supervisor: supervisor, path: config.runDirectory.controlSocket, group: group)
+        } catch {
+            await supervisor.cleanUp()
+            return fail(error)
+        }
+        let serving = Task {
+            do {
+                try await server.serve()
+            } catch {
+                logger.error("control API stopped: \(error)")
+            }
+        }
+
+        do {
+            try await supervisor.start()
+        } catch {
+            server.stop()
+            await serving.value
+            await supervisor.cleanUp()
+            return fail(error)
+        }
+        let status = await supervisor.status
+        logger.info(
+            "domain '\(status.name)' \(status.reattached ? "reattached" : "started") (uuid \(status.uuid), QEMU pid \(status.qemuPID)), \(status.state.rawValue); control socket \(status.controlSocket)")
+        for device in status.charDevices {
+            logger.info("\(device.alias): \(device.path)")
+        }
+
+        let signalTask = Task {
+            var received = 0
+            for await number in signals.signals {
+                received += 1
+                if number == SIGHUP { continue }  // a closed terminal must not stop the guest
+                if received == 1 {
+                    logger.notice("signal \(signalName(number)): shutting the guest down (timeout \(config.shutdownTimeout.shortDescription))")
+                    Task {
+                        do {
+                            try await supervisor.shutdown(timeout: config.shutdownTimeout, forceAfterTimeout: true)
+                        } catch {
+                            logger.warning("graceful shutdown failed: \(error); destroying")
+                            try? await supervisor.destroy()
+                        }
+                    }
+                } else {
+                    logger.notice("signal \(signalName(number)) again: destroying the guest")
+                    Task { try? await supervisor.destroy() }
+                }
+            }
+        }
+
+        let outcome = await supervisor.waitForEnd()
+        signalTask.cancel()
+        // Let in-flight control calls (e.g. the Shutdown that ended the VM) answer.
+        server.stop()
+        _ = try? await withThrowingTimeout(.seconds(5), "stopping the control API") { await serving.value }
+        await supervisor.cleanUp()
+        if outcome.exitCode == 0 {
+            logger.info("\(outcome.message)")
+        } else {
+            logger.error("\(outcome.message)")
+        }
+        return outcome.exitCode
+    }
+}

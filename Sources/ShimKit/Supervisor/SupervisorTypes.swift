@@ -1,0 +1,91 @@
+/// How a shim runs one VM (from the CLI flags).
+public struct ShimConfiguration: Sendable {
+    public var xmlPath: String
+    public var runDirectory: RunDirectory
+    public var logDirectory: String
+    public var startPaused: Bool
+    /// SIGTERM/Shutdown: how long the guest gets to power off before QEMU is quit.
+    public var shutdownTimeout: Duration
+    public var qmpTimeout: Duration
+    /// Destroy: SIGTERM to QEMU, then SIGKILL after this.
+    public var destroyGrace: Duration
+    public var version: String
+
+    public init(
+        xmlPath: String, runDirectory: RunDirectory, logDirectory: String, startPaused: Bool = false,
+        shutdownTimeout: Duration = .seconds(60), qmpTimeout: Duration = .seconds(30), destroyGrace: Duration = .seconds(10),
+        version: String = VMShimVersion.current
+    ) {
+        self.xmlPath = xmlPath
+        self.runDirectory = runDirectory
+        self.logDirectory = logDirectory
+        self.startPaused = startPaused
+        self.shutdownTimeout = shutdownTimeout
+        self.qmpTimeout = qmpTimeout
+        self.destroyGrace = destroyGrace
+        self.version = version
+    }
+
+    public var logFile: String { "\(logDirectory)/\(runDirectory.name).log" }
+}
+
+public enum VMShimVersion {
+    public static let current = "0.1.0"
+    /// API packages the control socket serves.
+    public static let controlAPIs = ["vmshim.control.v1"]
+}
+
+/// One event on a VM's event stream (WatchEvents).
+public struct VMEvent: Sendable {
+    public enum Kind: Sendable {
+        case lifecycle(state: VMState, reason: String)
+        case qmp(QMPEvent)
+    }
+    public var sequence: UInt64
+    public var timestampMicros: Int64
+    public var kind: Kind
+}
+
+/// A point-in-time view of the VM (GetState, `vmshim status`).
+public struct VMStatus: Sendable {
+    public var name: String
+    public var uuid: String
+    public var state: VMState
+    public var reason: String
+    public var shimPID: Int32
+    public var qemuPID: Int32
+    public var qemuStartTime: UInt64
+    public var qmpSocket: String
+    public var controlSocket: String
+    public var logFile: String
+    public var startedAt: Int64
+    public var vcpus: Int
+    public var memoryKiB: UInt64
+    public var charDevices: [(alias: String, path: String)]
+    public var reattached: Bool
+    public var liveXML: String
+    public var qemuVersion: String
+    public var qemuBinary: String
+}
+
+/// How the shim ends: its exit code and a line for the user.
+public struct ShimOutcome: Sendable, Equatable {
+    public var exitCode: Int32
+    public var state: VMState
+    public var reason: String
+    public var message: String
+
+    /// Exit codes, documented in docs/cli.md.
+    public enum Code {
+        /// The guest shut down (by itself, on request, or destroyed).
+        public static let success: Int32 = 0
+        /// vmshim could not start the VM (bad XML, QEMU refused to start, …).
+        public static let startFailed: Int32 = 1
+        /// QEMU exited or died without a shutdown (crash, SIGKILL, …).
+        public static let qemuCrashed: Int32 = 3
+        /// The guest panicked and on_crash is destroy.
+        public static let guestPanicked: Int32 = 4
+        /// The shim lost QEMU's monitor; QEMU was left running for a new shim.
+        public static let monitorLost: Int32 = 5
+    }
+}

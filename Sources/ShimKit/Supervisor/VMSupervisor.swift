@@ -1,0 +1,742 @@
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns one VM: launches (or reattaches to) QEMU, drives it over QMP, applies
+/// libvirt's lifecycle actions, and reports its state.
+///
+/// Concurrency: the actor owns all mutable VM state. State-changing operations
+/// take `operations` (one at a time, like libvirt's job lock) because the
+/// actor is reentrant at every `await`; queries never take it. Destroy does not
+/// wait for the lock: it kills QEMU, which ends whatever operation is waiting.
+/// State follows QEMU's events (STOP, RESUME, SHUTDOWN, …), so commands sent
+/// through QMP passthrough are reflected too.
+public actor VMSupervisor {
+    public let config: ShimConfiguration
+    let logger: Logger
+    public private(set) var spec: DomainSpec
+    /// The XML the live definition is rendered from (the user's, or the
+    /// running definition when reattached).
+    private var sourceXML: String
+    private var sourceName: String
+
+    private(set) var state: VMState = .starting
+    private(set) var reason = "booting"
+    private var process: ProcessHandle?
+    private var qemuIdentity: ProcessIdentity?
+    private var qmp: QMPClient?
+    private var reattached = false
+    private var startedAt: Int64
+    private var runtime = LiveXML.Runtime()
+    private var qemuVersion = ""
+    private var createdSockets: [String] = []
+    private var lock: RunDirectoryLock?
+    private var reattachCandidate: StatusFile?
+    /// A QEMU this shim must not take down with it (lost monitor, failed reattach).
+    private var leaveQEMURunning = false
+    private let statusWriter: StatusWriter
+
+    private let operations = AsyncLock()
+    private let eventHub = Broadcast<VMEvent>(bufferLimit: 4096)
+    private var eventSequence: UInt64 = 0
+
+    private enum Intent { case none, shutdown, destroy, acpiReboot }
+    private var intent = Intent.none
+    private var pendingPauseReason: String?
+    private var lastShutdownReason: String?
+    private var guestPoweredOff = false
+    private var guestPanicked = false
+    private var outcome: ShimOutcome?
+    private var outcomeWaiters: [CheckedContinuation<ShimOutcome, Never>] = []
+    private var backgroundTasks: [Task<Void, Never>] = []
+
+    /// Parses, validates and prepares the domain. Nothing is started and
+    /// nothing is created on the host; a bad XML fails here.
+    public init(config: ShimConfiguration, xml: String, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        self.sourceXML = xml
+        self.sourceName = config.xmlPath
+        let parsed = try DomainParser(file: config.xmlPath).parse(xml)
+        self.spec = try VMSupervisor.prepare(parsed.spec, file: config.xmlPath, runDirectory: config.runDirectory)
+        self.startedAt = Int64(time(nil))
+        self.statusWriter = StatusWriter(path: config.runDirectory.statusFile)
+    }
+
+    static func prepare(_ spec: DomainSpec, file: String, runDirectory: RunDirectory) throws -> DomainSpec {
+        try DomainDefaults(
+            file: file,
+            environment: DomainDefaults.Environment(runDirectory: runDirectory, freeVNCPort: HostPorts.freeVNCPort)
+        ).apply(spec)
+    }
+
+    // MARK: - Queries (never locked)
+
+    public var status: VMStatus {
+        VMStatus(
+            name: spec.name, uuid: spec.uuid.description, state: state, reason: reason, shimPID: getpid(),
+            qemuPID: qemuIdentity?.pid ?? 0, qemuStartTime: qemuIdentity?.startTime ?? 0,
+            qmpSocket: config.runDirectory.qmpSocket, controlSocket: config.runDirectory.controlSocket,
+            logFile: config.logFile, startedAt: startedAt, vcpus: spec.vcpus.current, memoryKiB: spec.memory.currentKiB,
+            charDevices: runtime.charDevicePaths.sorted { $0.key < $1.key }.map { ($0.key, $0.value) },
+            reattached: reattached, liveXML: liveXML(), qemuVersion: qemuVersion, qemuBinary: spec.emulator)
+    }
+
+    public func subscribe() -> AsyncStream<VMEvent> { eventHub.subscribe() }
+
+    func liveXML() -> String {
+        (try? LiveXML.render(source: sourceXML, file: sourceName, spec: spec, runtime: runtime)) ?? sourceXML
+    }
+
+    private func statusFile() -> StatusFile {
+        StatusFile(
+            name: spec.name, uuid: spec.uuid.description, state: state, reason: reason,
+            shim: ProcessIdentity.of(pid: getpid()) ?? ProcessIdentity(pid: getpid(), startTime: 0, bootID: ProcFS.bootID),
+            shimVersion: config.version, qemu: qemuIdentity, qemuBinary: spec.emulator,
+            qemuVersion: qemuVersion.isEmpty ? nil : qemuVersion, qmpSocket: config.runDirectory.qmpSocket,
+            controlSocket: config.runDirectory.controlSocket, logFile: config.logFile, startedAt: startedAt,
+            updatedAt: Int64(time(nil)), liveXML: liveXML())
+    }
+
+    private func writeStatus() async {
+        await statusWriter.write(statusFile())
+        if let error = statusWriter.lastError {
+            logger.error("cannot write the status file \(config.runDirectory.statusFile): \(error)")
+        }
+    }
+
+    private func setState(_ newState: VMState, _ newReason: String) {
+        guard newState != state || newReason != reason else { return }
+        state = newState
+        reason = newReason
+        logger.info("state \(newState.rawValue) (\(newReason))")
+        publish(.lifecycle(state: newState, reason: newReason))
+        Task { await self.writeStatus() }
+    }
+
+    private func publish(_ kind: VMEvent.Kind) {
+        eventSequence += 1
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        eventHub.yield(VMEvent(sequence: eventSequence, timestampMicros: Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000, kind: kind))
+    }
+
+    // MARK: - Start
+
+    /// Takes the run directory: locks it (so a second shim for the same
+    /// domain fails at once), then either notes a live QEMU to reattach to or
+    /// clears what a dead shim left behind. Call before serving the control
+    /// socket, which lives in that directory.
+    public func claimRunDirectory() throws {
+        guard lock == nil else { return }
+        lock = try RunDirectoryLock.acquire(config.runDirectory)
+        if let previous = try readPreviousStatus() {
+            if previous.qemu?.isAlive == true {
+                reattachCandidate = previous
+            } else {
+                logger.notice("removing the stale run directory of a VM that is no longer running")
+                cleanRunDirectoryFiles()
+            }
+        }
+    }
+
+    /// Launches QEMU, or reattaches when the run directory names a QEMU that
+    /// is still this domain's. Either fully succeeds or leaves nothing behind
+    /// (a live QEMU that could not be reattached is left untouched).
+    public func start() async throws {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try claimRunDirectory()
+        if let previous = reattachCandidate, let qemu = previous.qemu, previous.state == .starting {
+            // The previous shim died before the guest ever ran: like libvirt
+            // with a domain caught mid-start, stop that QEMU and start afresh.
+            logger.notice("stopping QEMU pid \(qemu.pid) left half-started by a previous vmshim")
+            if let stale = ProcessHandle.attach(pid: qemu.pid), qemu.isAlive {
+                _ = await stale.terminate(grace: config.destroyGrace)
+            }
+            cleanRunDirectoryFiles()
+        } else if let previous = reattachCandidate, let qemu = previous.qemu {
+            do {
+                try await reattach(previous, qemu: qemu)
+            } catch {
+                leaveQEMURunning = qemu.isAlive
+                throw error
+            }
+            return
+        }
+        try checkUUIDUnique()
+        try await launch()
+    }
+
+    private func readPreviousStatus() throws -> StatusFile? {
+        let path = config.runDirectory.statusFile
+        guard FileIO.exists(path) else { return nil }
+        do {
+            return try StatusFile.read(from: path)
+        } catch let error as ShimError where error.code == .unsupported {
+            throw error
+        } catch {
+            logger.warning("ignoring an unreadable status file \(path): \(error)")
+            return nil
+        }
+    }
+
+    private func cleanRunDirectoryFiles() {
+        for name in FileIO.listDirectory(config.runDirectory.path) where name != "lock" {
+            FileIO.remove("\(config.runDirectory.path)/\(name)")
+        }
+    }
+
+    /// A UUID names one guest: refuse a second live VM with the same one.
+    private func checkUUIDUnique() throws {
+        let root = config.runDirectory.root
+        for name in FileIO.listDirectory(root) where name != config.runDirectory.name {
+            let other = RunDirectory(root: root, name: name)
+            guard let status = try? StatusFile.read(from: other.statusFile), status.uuid == spec.uuid.description,
+                status.qemu?.isAlive == true
+            else { continue }
+            throw ShimError(
+                .alreadyExists,
+                "\(config.xmlPath): UUID \(spec.uuid) is already used by the running domain '\(status.name)' (\(other.path)); give this domain its own <uuid>")
+        }
+    }
+
+    private func launch() async throws {
+        let runDirectory = config.runDirectory
+        var zone = tm()
+        var now = time(nil)
+        localtime_r(&now, &zone)
+        let plan = try QEMUCommandLine.plan(
+            spec,
+            context: QEMUCommandLine.Context(runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff)))
+        guard access(spec.emulator, X_OK) == 0 else {
+            throw ShimError(
+                .invalidArgument,
+                "\(config.xmlPath): the <emulator> \(spec.emulator) is not an executable file (install qemu-system-x86 or fix the path)")
+        }
+        try FileIO.makeDirectories(config.logDirectory, mode: 0o755)
+        let launched = try QEMULauncher.launch(plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version)
+        process = launched.process
+        qemuIdentity = launched.identity
+        createdSockets = launched.createdSockets
+        runtime.tapNames = launched.tapNames
+        logger.info("QEMU started", metadata: ["pid": "\(launched.process.pid)"])
+        await writeStatus()
+
+        do {
+            let client = try await connectMonitor(process: launched.process)
+            qmp = client
+            qemuVersion = client.greeting.versionString
+            try await setUpBeforeStart(client)
+            startWatching(client: client, process: launched.process)
+            if config.startPaused {
+                setState(.paused, "user")
+            } else {
+                try await client.run(Cont())
+                setState(.running, "booted")
+            }
+            await writeStatus()
+            Task { await self.learnCanonicalMachine() }
+        } catch {
+            await failStart(error)
+            throw startError(error)
+        }
+    }
+
+    /// Races the monitor handshake against QEMU exiting, so a QEMU that
+    /// refuses its command line fails the start at once with its own words.
+    private func connectMonitor(process: ProcessHandle) async throws -> QMPClient {
+        let path = config.runDirectory.qmpSocket
+        let timeout = config.qmpTimeout
+        let logger = self.logger
+        return try await withThrowingTaskGroup(of: QMPClient?.self) { group in
+            group.addTask { try await QMPClient.connect(path: path, timeout: timeout, logger: logger) }
+            group.addTask {
+                guard let status = await process.exitOrCancellation() else { return nil }
+                throw ShimError(.qemuFailed, "QEMU exited during start-up (\(status))")
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let client = result { return client }
+            }
+            throw ShimError(.internalError, "monitor connection ended without a result")
+        }
+    }
+
+    /// libvirt sets these over QMP before the vCPUs run: lifecycle actions the
+    /// command line cannot express, the balloon target and stats period, and
+    /// link states; it also learns the pty paths QEMU allocated.
+    private func setUpBeforeStart(_ client: QMPClient) async throws {
+        // Panics pause the guest so on_crash decides; on_reboot=destroy turns
+        // a guest reboot into a shutdown we can act on.
+        try await client.run(SetAction(reboot: spec.lifecycle.onReboot == .destroy ? "shutdown" : nil, panic: "pause"))
+        if let balloon = spec.devices.memballoon, balloon.model == .virtio {
+            if let period = balloon.statsPeriodSeconds {
+                try await client.run(
+                    QOMSet(path: "/machine/peripheral/\(balloon.alias)", property: "guest-stats-polling-interval", value: .number(period)))
+            }
+            try await client.run(Balloon(bytes: spec.memory.currentKiB * 1024))
+        }
+        for nic in spec.devices.interfaces where !nic.linkUp {
+            try await client.execute("set_link", ["name": .string(nic.alias), "up": false])
+        }
+        try await refreshCharDevicePaths(client)
+    }
+
+    private func refreshCharDevicePaths(_ client: QMPClient) async throws {
+        let all = spec.devices.serials + spec.devices.channels
+        guard !all.isEmpty else { return }
+        let chardevs = try await client.run(QueryChardev())
+        for device in all {
+            switch device.backend {
+            case .pty:
+                if let entry = chardevs.first(where: { $0.label == "char\(device.alias)" }), entry.filename.hasPrefix("pty:") {
+                    runtime.charDevicePaths[device.alias] = String(entry.filename.dropFirst(4))
+                }
+            case .unixListen(let path), .unixConnect(let path, _):
+                runtime.charDevicePaths[device.alias] = path
+            case .file(let path, _):
+                runtime.charDevicePaths[device.alias] = path
+            case .null:
+                break
+            }
+        }
+    }
+
+    /// Records which machine type QEMU chose for an alias like "pc", as
+    /// libvirt writes pc-i440fx-7.2 into the definition.
+    private func learnCanonicalMachine() async {
+        guard let qmp else { return }
+        do {
+            let machines = try await qmp.execute("query-machines")
+            for machine in machines.arrayValue ?? [] where machine["alias"]?.stringValue == spec.os.machine {
+                runtime.canonicalMachine = machine["name"]?.stringValue
+            }
+            await writeStatus()
+        } catch {
+            logger.debug("query-machines failed: \(error)")
+        }
+    }
+
+    /// QEMU's own output since launch, for error messages.
+    private func qemuLogLines(_ count: Int = 8) -> [String] {
+        let lines = FileIO.tail(config.logFile, lines: 200, maximumBytes: 65536)
+        // Only what QEMU printed after our argv header.
+        if let lastArgvLine = lines.lastIndex(where: { $0.hasPrefix("-msg ") || $0 == "-msg timestamp=on" }) {
+            return Array(lines[(lastArgvLine + 1)...].suffix(count))
+        }
+        return Array(lines.suffix(count))
+    }
+
+    private func startError(_ error: any Error) -> ShimError {
+        let lines = qemuLogLines()
+        let base = ShimError.wrap(error, .qemuFailed, "starting QEMU")
+        guard !lines.isEmpty else { return base }
+        return ShimError(
+            base.code == .qmpCommandFailed ? .qemuFailed : base.code,
+            "\(config.xmlPath): QEMU failed to start domain '\(spec.name)': \(base.message)\nQEMU said:\n  "
+                + lines.joined(separator: "\n  ") + "\n(full log: \(config.logFile))", cause: base)
+    }
+
+    /// Undo a half-done start: no QEMU, no sockets, no status file remain.
+    private func failStart(_ error: any Error) async {
+        logger.error("start failed: \(error)")
+        await qmp?.close()
+        qmp = nil
+        if let process {
+            _ = await process.terminate(grace: .seconds(2))
+        }
+        for task in backgroundTasks { task.cancel() }
+        for path in createdSockets { FileIO.remove(path) }
+        FileIO.remove(config.runDirectory.statusFile)
+        qemuIdentity = nil
+    }
+
+    // MARK: - Reattach
+
+    private func reattach(_ previous: StatusFile, qemu: ProcessIdentity) async throws {
+        let runDirectory = config.runDirectory
+        guard previous.uuid == spec.uuid.description else {
+            throw ShimError(
+                .alreadyExists,
+                "\(config.xmlPath): domain '\(spec.name)' is already running with UUID \(previous.uuid), but this XML has UUID \(spec.uuid); destroy the running one first")
+        }
+        guard let handle = ProcessHandle.attach(pid: qemu.pid), qemu.isAlive else {
+            throw ShimError(.unavailable, "QEMU pid \(qemu.pid) of domain '\(spec.name)' exited while reattaching; run again to start it")
+        }
+        logger.notice("reattaching to the running QEMU", metadata: ["pid": "\(qemu.pid)"])
+        // The running definition wins over the file: it is what the guest has.
+        if !previous.liveXML.isEmpty {
+            let file = "\(runDirectory.statusFile) (live definition)"
+            let parsed = try DomainParser(file: file).parse(previous.liveXML)
+            spec = try VMSupervisor.prepare(parsed.spec, file: file, runDirectory: runDirectory)
+            sourceXML = previous.liveXML
+            sourceName = file
+        }
+        process = handle
+        qemuIdentity = qemu
+        reattached = true
+        if previous.startedAt > 0 { startedAt = previous.startedAt }
+        qemuVersion = previous.qemuVersion ?? ""
+
+        // QEMU accepts one monitor client; it notices the dead shim's
+        // connection closing and then accepts ours. Give it a few tries.
+        var client: QMPClient?
+        var lastError: (any Error)?
+        for attempt in 0..<20 {
+            do {
+                client = try await QMPClient.connect(path: runDirectory.qmpSocket, timeout: .seconds(2), logger: logger)
+                break
+            } catch {
+                lastError = error
+                if !handle.isRunning { break }
+                try await Task.sleep(for: .milliseconds(50 * (attempt + 1)))
+            }
+        }
+        guard let client else {
+            throw ShimError(
+                .unavailable,
+                "cannot reattach to QEMU pid \(qemu.pid) of domain '\(spec.name)' through \(runDirectory.qmpSocket): \(lastError.map { "\($0)" } ?? "no answer")",
+                cause: lastError.map { ShimError.wrap($0, .unavailable, "reattach") })
+        }
+        qmp = client
+        qemuVersion = client.greeting.versionString
+        try await refreshCharDevicePaths(client)
+        let status = try await client.run(QueryStatus())
+        startWatching(client: client, process: handle)
+        switch status.status {
+        case "running":
+            setState(.running, "reattached")
+        case "shutdown":
+            setState(.paused, "shutdown")
+            guestPoweredOff = true
+            handleGuestPoweroff()
+        case "guest-panicked":
+            setState(.paused, "crashed")
+            handlePanic()
+        default:
+            setState(.paused, previous.state == .paused ? previous.reason : status.status)
+        }
+        await writeStatus()
+    }
+
+    // MARK: - Watching QEMU
+
+    private func startWatching(client: QMPClient, process: ProcessHandle) {
+        backgroundTasks.append(Task { [weak self] in
+            for await event in client.events {
+                await self?.handle(event)
+            }
+            await self?.monitorClosed()
+        })
+        backgroundTasks.append(Task { [weak self] in
+            let status = await process.waitForExit()
+            await self?.qemuExited(status)
+        })
+    }
+
+    private func handle(_ event: QMPEvent) {
+        publish(.qmp(event))
+        switch event.kind {
+        case .stop:
+            if state == .running || state == .shuttingDown || state == .starting {
+                let pauseReason = pendingPauseReason ?? "user"
+                if state == .shuttingDown, pendingPauseReason == nil { return }
+                setState(.paused, pauseReason)
+            }
+        case .resume:
+            pendingPauseReason = nil
+            if state == .paused || state == .crashed {
+                setState(.running, "unpaused")
+            }
+        case .shutdown(_, let cause):
+            lastShutdownReason = cause
+            switch cause {
+            case "guest-shutdown":
+                guestPoweredOff = true
+                pendingPauseReason = "shutdown"
+                handleGuestPoweroff()
+            case "guest-reset":
+                // on_reboot=destroy: set-action turned the guest's reboot into this shutdown.
+                pendingPauseReason = "shutdown"
+                logger.info("the guest rebooted and on_reboot is destroy")
+                quitQEMU(reason: "on_reboot=destroy")
+            case "guest-panic":
+                guestPanicked = true
+                handlePanic()
+            default:
+                break  // host-qmp-quit, host-signal, …: QEMU is exiting
+            }
+        case .guestPanicked:
+            guestPanicked = true
+            pendingPauseReason = "crashed"
+            handlePanic()
+        case .blockIOError(_, _, _, let action, _):
+            if action == "stop" { pendingPauseReason = "ioerror" }
+        case .reset(let guest, _):
+            if guest, guestPanicked, spec.lifecycle.onCrash == .restart { guestPanicked = false }
+        default:
+            break
+        }
+    }
+
+    private func handleGuestPoweroff() {
+        switch intent {
+        case .acpiReboot:
+            intent = .none
+            guestPoweredOff = false
+            restartGuest(reason: "rebooted")
+        case .shutdown, .destroy:
+            quitQEMU(reason: "shutdown requested")
+        case .none:
+            switch spec.lifecycle.onPoweroff {
+            case .restart:
+                guestPoweredOff = false
+                restartGuest(reason: "on_poweroff=restart")
+            default:
+                quitQEMU(reason: "the guest powered off")
+            }
+        }
+    }
+
+    private func handlePanic() {
+        logger.error("the guest panicked (on_crash=\(spec.lifecycle.onCrash.rawValue))")
+        setState(.crashed, "panicked")
+        switch spec.lifecycle.onCrash {
+        case .restart:
+            restartGuest(reason: "on_crash=restart")
+        default:
+            quitQEMU(reason: "on_crash=destroy")
+        }
+    }
+
+    /// Hardware reset and run: how libvirt restarts a guest without a new QEMU.
+    private func restartGuest(reason: String) {
+        guard let qmp else { return }
+        Task {
+            do {
+                try await qmp.run(SystemReset())
+                try await qmp.run(Cont())
+                self.afterRestart(reason)
+            } catch {
+                self.logger.error("restarting the guest (\(reason)) failed: \(error); destroying it")
+                self.quitQEMU(reason: "restart failed")
+            }
+        }
+    }
+
+    private func afterRestart(_ why: String) {
+        guestPanicked = false
+        setState(.running, why)
+    }
+
+    /// Asks QEMU to exit; falls back to signals if the monitor does not answer.
+    private func quitQEMU(reason: String) {
+        logger.info("stopping QEMU: \(reason)")
+        let qmp = self.qmp
+        let process = self.process
+        let grace = config.destroyGrace
+        Task {
+            do {
+                try await qmp?.run(Quit(), timeout: .seconds(5))
+            } catch {
+                _ = await process?.terminate(grace: grace)
+            }
+            if let process, await process.waitForExit(timeout: .seconds(15)) == nil {
+                _ = await process.terminate(grace: grace)
+            }
+        }
+    }
+
+    private func monitorClosed() async {
+        guard let process, outcome == nil else { return }
+        if await process.waitForExit(timeout: .seconds(5)) != nil { return }  // qemuExited reports it
+        logger.error("lost the QMP monitor while QEMU (pid \(process.pid)) still runs")
+        finish(
+            ShimOutcome(
+                exitCode: ShimOutcome.Code.monitorLost, state: state, reason: "monitor-lost",
+                message: "lost QEMU's monitor; QEMU (pid \(process.pid)) was left running: run vmshim again for domain '\(spec.name)' to reattach"))
+    }
+
+    private func qemuExited(_ status: ExitStatus) async {
+        await qmp?.close()
+        let result: ShimOutcome
+        if guestPanicked {
+            result = ShimOutcome(
+                exitCode: ShimOutcome.Code.guestPanicked, state: .crashed, reason: "panicked",
+                message: "the guest of domain '\(spec.name)' panicked and on_crash is destroy")
+        } else if guestPoweredOff {
+            let how = intent == .shutdown ? "was shut down on request" : "was shut down by its guest"
+            result = ShimOutcome(exitCode: 0, state: .shutoff, reason: "shutdown", message: "domain '\(spec.name)' \(how)")
+        } else if intent == .destroy {
+            result = ShimOutcome(exitCode: 0, state: .shutoff, reason: "destroyed", message: "domain '\(spec.name)' was destroyed")
+        } else if intent == .shutdown {
+            result = ShimOutcome(
+                exitCode: 0, state: .shutoff, reason: "shutdown",
+                message: "domain '\(spec.name)' did not power off in time and was stopped")
+        } else if let cause = lastShutdownReason {
+            let why = cause == "guest-reset" ? "the guest rebooted and on_reboot is destroy"
+                : cause == "host-qmp-quit" ? "QEMU quit on a QMP command" : "QEMU was stopped from the host (\(cause))"
+            result = ShimOutcome(exitCode: 0, state: .shutoff, reason: cause == "guest-reset" ? "shutdown" : "destroyed", message: "domain '\(spec.name)' ended: \(why)")
+        } else {
+            let lines = qemuLogLines(10)
+            var message = "QEMU (pid \(process?.pid ?? 0)) of domain '\(spec.name)' exited unexpectedly: \(status)"
+            if !lines.isEmpty { message += "\nlast QEMU log lines (\(config.logFile)):\n  " + lines.joined(separator: "\n  ") }
+            result = ShimOutcome(exitCode: ShimOutcome.Code.qemuCrashed, state: .crashed, reason: "crashed", message: message)
+        }
+        setState(result.state, result.reason)
+        finish(result)
+    }
+
+    private func finish(_ result: ShimOutcome) {
+        guard outcome == nil else { return }
+        outcome = result
+        for waiter in outcomeWaiters { waiter.resume(returning: result) }
+        outcomeWaiters.removeAll()
+        eventHub.finish()
+    }
+
+    /// Suspends until the VM has ended (or the shim lost it); returns how.
+    public func waitForEnd() async -> ShimOutcome {
+        if let outcome { return outcome }
+        return await withCheckedContinuation { outcomeWaiters.append($0) }
+    }
+
+    /// Removes the run directory (after the control server has stopped), unless
+    /// QEMU is still running and a new shim must find it: then only the
+    /// control socket goes.
+    public func cleanUp() async {
+        for task in backgroundTasks { task.cancel() }
+        if leaveQEMURunning || outcome?.exitCode == ShimOutcome.Code.monitorLost {
+            FileIO.remove(config.runDirectory.controlSocket)
+        } else {
+            config.runDirectory.remove()
+        }
+        lock = nil
+    }
+
+    // MARK: - Operations
+
+    private func requireAllowed(_ operation: VMOperation) throws {
+        guard state.allows(operation) else {
+            throw ShimError(
+                .invalidState, "cannot \(operation.rawValue) domain '\(spec.name)': it is \(state.rawValue) (\(reason))")
+        }
+    }
+
+    private func monitor() throws -> QMPClient {
+        guard let qmp, !qmp.isClosed else {
+            throw ShimError(.unavailable, "the QMP monitor of domain '\(spec.name)' is not connected")
+        }
+        return qmp
+    }
+
+    public func pause() async throws {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.pause)
+        pendingPauseReason = "user"
+        try await monitor().run(Stop())
+        if state == .running { setState(.paused, "user") }
+    }
+
+    public func resume() async throws {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.resume)
+        try await monitor().run(Cont())
+        if state == .paused || state == .crashed { setState(.running, "unpaused") }
+    }
+
+    /// Presses the power button and waits up to `timeout` for the guest to
+    /// power off. An explicit shutdown always ends the VM, whatever on_poweroff
+    /// says (that action governs shutdowns the guest starts itself).
+    public func shutdown(timeout: Duration?, forceAfterTimeout: Bool, wait: Bool = true) async throws {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.shutdown)
+        let previous = (state, reason)
+        let client = try monitor()
+        intent = .shutdown
+        setState(.shuttingDown, "user")
+        do {
+            try await client.run(SystemPowerdown())
+        } catch {
+            intent = .none
+            setState(previous.0, previous.1)
+            throw error
+        }
+        guard wait, let process else { return }
+        let limit = timeout ?? config.shutdownTimeout
+        // Wait for the outcome, not just the exit, so the caller sees "shutoff".
+        if await process.waitForExit(timeout: limit) != nil {
+            _ = await waitForEnd()
+            return
+        }
+        if forceAfterTimeout {
+            logger.warning("the guest did not power off within \(limit.shortDescription); quitting QEMU")
+            quitQEMU(reason: "shutdown timeout")
+            _ = await waitForEnd()
+            return
+        }
+        intent = .none
+        if state == .shuttingDown { setState(previous.0, previous.1) }
+        throw ShimError(
+            .timeout,
+            "domain '\(spec.name)' did not power off within \(limit.shortDescription); does the guest handle the ACPI power button? Use destroy to stop it at once")
+    }
+
+    public enum RebootMode: Sendable { case acpi, reset }
+
+    public func reboot(mode: RebootMode) async throws {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.reboot)
+        let client = try monitor()
+        switch mode {
+        case .acpi:
+            intent = .acpiReboot
+            do {
+                try await client.run(SystemPowerdown())
+            } catch {
+                intent = .none
+                throw error
+            }
+        case .reset:
+            try await client.run(SystemReset())
+        }
+    }
+
+    /// Ends QEMU now: SIGTERM, then SIGKILL after the grace period. Does not
+    /// queue behind a running operation (a stuck shutdown must be stoppable).
+    public func destroy(grace: Duration? = nil) async throws {
+        try requireAllowed(.destroy)
+        guard let process else { throw ShimError(.invalidState, "domain '\(spec.name)' has no QEMU process") }
+        intent = .destroy
+        _ = await process.terminate(grace: grace ?? config.destroyGrace)
+        _ = await waitForEnd()
+    }
+
+    /// Raw QMP passthrough. Queries (query-*) never wait for the operation lock.
+    public func qmpPassthrough(_ commandJSON: String, timeout: Duration?) async throws -> (reply: String, isError: Bool) {
+        let parsed: JSONValue
+        do {
+            parsed = try JSONValue.parse(commandJSON)
+        } catch {
+            throw ShimError(.invalidArgument, "the QMP command is not valid JSON: \(error)")
+        }
+        guard case .object(let command) = parsed else {
+            throw ShimError(.invalidArgument, "a QMP command is a JSON object like {\"execute\":\"query-status\"}")
+        }
+        let name = command["execute"]?.stringValue ?? ""
+        let client = try monitor()
+        if name.hasPrefix("query-") {
+            return try await client.executeRaw(command, timeout: timeout)
+        }
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.qmp)
+        return try await client.executeRaw(command, timeout: timeout)
+    }
+}
