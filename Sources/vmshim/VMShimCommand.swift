@@ -1,0 +1,399 @@
+import ArgumentParser
+import Logging
+import ShimKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct VMShimCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmshim",
+        abstract: "Run one QEMU guest from a libvirt domain XML, and control it.",
+        discussion: """
+            'vmshim guest.xml' is short for 'vmshim run guest.xml'. Every command takes --run-root \
+            (default /run/vmshim, or $VMSHIM_RUN_ROOT). NAME is a domain name or UUID. \
+            Exit codes and the full reference: docs/cli.md.
+            """,
+        version: VMShimVersion.current,
+        subcommands: [
+            Run.self, List.self, Status.self, Shutdown.self, Reboot.self, Pause.self, Resume.self, Destroy.self,
+            QMP.self, Events.self, Validate.self,
+        ],
+        defaultSubcommand: Run.self
+    )
+}
+
+struct RunRootOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Directory holding the per-VM run directories.", valueName: "dir"))
+    var runRoot: String?
+
+    var resolved: String { RunDirectory.resolveRoot(runRoot, environment: environmentDictionary()) }
+}
+
+func environmentDictionary() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+/// Prints a ShimError's message (not Swift's dump of it) and exits 1.
+func report(_ error: any Error) -> ExitCode {
+    let message = (error as? ShimError)?.message ?? "\(error)"
+    printError("vmshim: \(message)")
+    return ExitCode(1)
+}
+
+func printError(_ text: String) {
+    let bytes = Array((text + "\n").utf8)
+    _ = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+func seconds(_ value: Double) -> Duration { .milliseconds(Int64(value * 1000)) }
+
+// MARK: - run
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start (or reattach to) the guest described by a domain XML and supervise it in the foreground.")
+
+    @OptionGroup var root: RunRootOption
+
+    @Flag(help: "Start with the vCPUs paused.")
+    var paused = false
+
+    @Option(help: ArgumentHelp("Seconds the guest gets to power off on SIGTERM/SIGINT before QEMU is quit.", valueName: "seconds"))
+    var shutdownTimeout: Double = 60
+
+    @Option(help: ArgumentHelp("Seconds to wait for any QMP reply.", valueName: "seconds"))
+    var qmpTimeout: Double = 30
+
+    @Option(help: ArgumentHelp("Directory for QEMU's log (default /var/log/vmshim, or <run-root>/log with a custom root).", valueName: "dir"))
+    var logDir: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
+    var xml: String
+
+    func validate() throws {
+        guard shutdownTimeout > 0, qmpTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+    }
+
+    func run() async throws {
+        let rootPath = root.resolved
+        // The run directory is named after the domain, so read the name first.
+        let name: String
+        do {
+            let text = try FileIO.readString(xml)
+            name = try DomainParser(file: xml).parse(text).spec.name
+        } catch {
+            throw report(error)
+        }
+        let config = ShimConfiguration(
+            xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: name),
+            logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
+            shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout))
+        let code = await ShimRunner.run(config: config, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
+        throw ExitCode(code)
+    }
+}
+
+// MARK: - list / status
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the domains under the run root.")
+    @OptionGroup var root: RunRootOption
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let entries = DomainDirectory(root: root.resolved).entries()
+        if json {
+            let items: [JSONValue] = entries.map { entry in
+                var object: JSONObject = ["name": .string(entry.runDirectory.name)]
+                if let status = entry.status {
+                    object["uuid"] = .string(status.uuid)
+                    object["state"] = .string(listedState(entry))
+                    object["reason"] = .string(status.reason)
+                    object["shimPid"] = .int(Int64(status.shim.pid))
+                    object["qemuPid"] = .int(Int64(status.qemu?.pid ?? 0))
+                } else {
+                    object["state"] = .string(listedState(entry))
+                }
+                object["shimAlive"] = .bool(entry.shimAlive)
+                return .object(object)
+            }
+            print(JSONValue.array(items).description)
+            return
+        }
+        var rows = [["NAME", "UUID", "STATE", "QEMU PID", "SHIM PID"]]
+        for entry in entries {
+            rows.append([
+                entry.runDirectory.name, entry.status?.uuid ?? "-", listedState(entry),
+                entry.status?.qemu.map { String($0.pid) } ?? "-",
+                entry.shimAlive ? (entry.status.map { String($0.shim.pid) } ?? "-") : "-",
+            ])
+        }
+        printTable(rows)
+    }
+}
+
+/// The state a listing shows: the shim's own word when it is alive, otherwise
+/// what is left (a QEMU without its shim can be reattached).
+func listedState(_ entry: DomainDirectory.Entry) -> String {
+    guard let status = entry.status else { return entry.shimAlive ? "starting" : "stale" }
+    if entry.shimAlive { return status.state.rawValue }
+    return entry.qemuAlive ? "orphaned" : "stale"
+}
+
+func printTable(_ rows: [[String]]) {
+    guard let first = rows.first else { return }
+    let widths = (0..<first.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows {
+        let cells = row.enumerated().map { index, cell in
+            index == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[index] - cell.count)
+        }
+        print(cells.joined(separator: "  "))
+    }
+}
+
+struct DomainArgument: ParsableArguments {
+    @OptionGroup var root: RunRootOption
+    @Argument(help: ArgumentHelp("Domain name or UUID.", valueName: "NAME"))
+    var name: String
+
+    func entry() throws -> DomainDirectory.Entry {
+        try DomainDirectory(root: root.resolved).find(name)
+    }
+
+    func client(timeout: Duration = .seconds(120)) throws -> ControlClient {
+        let found = try entry()
+        guard found.shimAlive else {
+            if found.qemuAlive {
+                throw ShimError(
+                    .unavailable,
+                    "domain '\(found.runDirectory.name)' has no running vmshim (its QEMU still runs): start 'vmshim run' with its XML to reattach")
+            }
+            throw ShimError(.notFound, "domain '\(found.runDirectory.name)' is not running (stale run directory \(found.runDirectory.path))")
+        }
+        return ControlClient(socketPath: found.runDirectory.controlSocket, timeout: timeout)
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a domain's state, pids and sockets.")
+    @OptionGroup var domain: DomainArgument
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Print the live domain XML.") var xml = false
+
+    func run() async throws {
+        do {
+            let state = try await domain.client().state(includeXML: xml)
+            if xml {
+                print(state.liveXml, terminator: "")
+                return
+            }
+            if json {
+                print(statusJSON(state).description)
+                return
+            }
+            var rows: [(String, String)] = [
+                ("Name", state.name), ("UUID", state.uuid), ("State", "\(stateName(state.state)) (\(state.reason))"),
+                ("Shim pid", String(state.shimPid)), ("QEMU pid", String(state.qemuPid)), ("vCPUs", String(state.vcpus)),
+                ("Memory", "\(state.memoryKib) KiB"), ("Control socket", state.controlSocket),
+                ("QMP socket", state.qmpSocket), ("Log", state.logFile),
+            ]
+            if state.reattached { rows.append(("Reattached", "yes")) }
+            for device in state.charDevices { rows.append((device.alias, device.path)) }
+            let width = rows.map(\.0.count).max() ?? 0
+            for (key, value) in rows {
+                print("\(key):" + String(repeating: " ", count: width - key.count + 1) + value)
+            }
+        } catch {
+            throw report(error)
+        }
+    }
+}
+
+func stateName(_ state: Vmshim_Control_V1_State) -> String {
+    switch state {
+    case .starting: return "starting"
+    case .running: return "running"
+    case .paused: return "paused"
+    case .shuttingDown: return "shutting-down"
+    case .shutoff: return "shutoff"
+    case .crashed: return "crashed"
+    default: return "unknown"
+    }
+}
+
+func statusJSON(_ state: Vmshim_Control_V1_DomainState) -> JSONValue {
+    var devices = JSONObject()
+    for device in state.charDevices { devices[device.alias] = .string(device.path) }
+    return .object([
+        "name": .string(state.name), "uuid": .string(state.uuid), "state": .string(stateName(state.state)),
+        "reason": .string(state.reason), "shimPid": .int(Int64(state.shimPid)), "qemuPid": .int(Int64(state.qemuPid)),
+        "qemuStartTime": .number(state.qemuStartTime), "vcpus": .int(Int64(state.vcpus)),
+        "memoryKiB": .number(state.memoryKib), "controlSocket": .string(state.controlSocket),
+        "qmpSocket": .string(state.qmpSocket), "logFile": .string(state.logFile),
+        "startedAt": .int(state.startedAtUnix), "reattached": .bool(state.reattached), "charDevices": .object(devices),
+    ])
+}
+
+// MARK: - lifecycle operations
+
+func printState(_ state: Vmshim_Control_V1_DomainState) {
+    print("\(state.name): \(stateName(state.state)) (\(state.reason))")
+}
+
+struct Shutdown: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Press the ACPI power button and wait for the guest to power off.")
+    @OptionGroup var domain: DomainArgument
+    @Option(help: ArgumentHelp("Seconds to wait (default: the shim's --shutdown-timeout).", valueName: "seconds"))
+    var timeout: UInt32 = 0
+    @Flag(help: "Quit QEMU when the guest has not powered off in time.") var force = false
+    @Flag(help: "Return once the button is pressed.") var noWait = false
+
+    func run() async throws {
+        do {
+            let limit = Duration.seconds(Int(timeout == 0 ? 3600 : timeout) + 30)
+            printState(try await domain.client(timeout: limit).shutdown(timeoutSeconds: timeout, force: force, wait: !noWait))
+        } catch {
+            throw report(error)
+        }
+    }
+}
+
+struct Reboot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Reboot the guest through ACPI (or --reset for a hardware reset).")
+    @OptionGroup var domain: DomainArgument
+    @Flag(help: "Hardware reset instead of asking the guest.") var reset = false
+
+    func run() async throws {
+        do { printState(try await domain.client().reboot(reset: reset)) } catch { throw report(error) }
+    }
+}
+
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pause the guest's vCPUs.")
+    @OptionGroup var domain: DomainArgument
+    func run() async throws {
+        do { printState(try await domain.client().pause()) } catch { throw report(error) }
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Resume the guest's vCPUs.")
+    @OptionGroup var domain: DomainArgument
+    func run() async throws {
+        do { printState(try await domain.client().resume()) } catch { throw report(error) }
+    }
+}
+
+struct Destroy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop QEMU at once (SIGTERM, then SIGKILL after a grace period).")
+    @OptionGroup var domain: DomainArgument
+    @Option(help: ArgumentHelp("Seconds between SIGTERM and SIGKILL.", valueName: "seconds")) var grace: UInt32 = 0
+    func run() async throws {
+        do { printState(try await domain.client().destroy(graceSeconds: grace)) } catch { throw report(error) }
+    }
+}
+
+// MARK: - qmp / events
+
+struct QMP: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send one raw QMP command; print QEMU's reply (exit status 1 on a QMP error).")
+    @OptionGroup var domain: DomainArgument
+    @Argument(help: ArgumentHelp("A QMP command, e.g. '{\"execute\":\"query-status\"}'.", valueName: "JSON"))
+    var command: String
+
+    func run() async throws {
+        let response: Vmshim_Control_V1_QMPResponse
+        do {
+            response = try await domain.client().qmp(command)
+        } catch {
+            throw report(error)
+        }
+        print(response.replyJson)
+        if response.isError { throw ExitCode(1) }
+    }
+}
+
+struct Events: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the domain's events as JSON lines until it ends.")
+    @OptionGroup var domain: DomainArgument
+    @Flag(help: "Include every QMP event.") var qmp = false
+
+    func run() async throws {
+        do {
+            try await domain.client().watchEvents(includeQMP: qmp) { event in
+                var object: JSONObject = ["sequence": .number(event.sequence), "time": .int(event.timestampUnixMicros)]
+                switch event.kind {
+                case .lifecycle(let lifecycle)?:
+                    object["state"] = .string(stateName(lifecycle.state))
+                    object["reason"] = .string(lifecycle.reason)
+                case .qmp(let qmpEvent)?:
+                    object["event"] = .string(qmpEvent.name)
+                    object["data"] = (try? JSONValue.parse(qmpEvent.dataJson)) ?? .null
+                case nil:
+                    break
+                }
+                print(JSONValue.object(object).description)
+                return true
+            }
+        } catch {
+            throw report(error)
+        }
+    }
+}
+
+// MARK: - validate
+
+struct Validate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a domain XML against libvirt's schema (when installed) and vmshim's own rules.")
+    @Option(help: ArgumentHelp("RelaxNG schema to use.", valueName: "path"))
+    var schema: String = SchemaValidator.defaultSchema
+    @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
+    var xml: String
+
+    func run() async throws {
+        do {
+            let text = try FileIO.readString(xml)
+            if FileIO.exists(schema) {
+                let problems = try SchemaValidator.validate(text, file: xml, schema: schema)
+                if !problems.isEmpty {
+                    for problem in problems { printError("\(xml):\(problem.line): \(problem.message)") }
+                    printError("\(xml): does not match libvirt's schema \(schema)")
+                    throw ExitCode(1)
+                }
+                print("\(xml): matches libvirt's schema (\(schema))")
+            } else {
+                print("\(xml): libvirt's schema is not installed (\(schema)); checked vmshim's rules only")
+            }
+            let parsed = try DomainParser(file: xml).parse(text)
+            let runDirectory = RunDirectory(root: RunDirectory.defaultRoot, name: parsed.spec.name)
+            let prepared = try DomainDefaults(
+                file: xml, environment: DomainDefaults.Environment(runDirectory: runDirectory, freeVNCPort: { _ in 5900 })
+            ).apply(parsed.spec)
+            _ = try QEMUCommandLine.plan(
+                prepared, context: QEMUCommandLine.Context(runDirectory: runDirectory, now: 0, localTimeOffset: 0))
+            print("\(xml): vmshim can run domain '\(prepared.name)'")
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw report(error)
+        }
+    }
+}
