@@ -1,0 +1,57 @@
+import Foundation
+import Synchronization
+@testable import ShimKit
+
+/// Paths and deterministic environments shared by the tests.
+enum Fixtures {
+    static let directory: String = {
+        guard let url = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
+            return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("Fixtures").path
+        }
+        return url.path
+    }()
+
+    /// The source tree's fixture directory (for regenerating golden files).
+    static let sourceDirectory: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+    static let corpusDirectory: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/corpus/libvirt-tests").path
+
+    static func read(_ path: String) throws -> String {
+        try String(contentsOfFile: path, encoding: .utf8)
+    }
+
+    /// MACs 52:54:00:00:00:01, :02, … and VNC port 5900 on every call.
+    static func environment(name: String) -> DomainDefaults.Environment {
+        let counter = Mutex(0)
+        return DomainDefaults.Environment(
+            runDirectory: RunDirectory(root: "/run/vmshim", name: name),
+            randomMAC: {
+                let n = counter.withLock { value -> Int in
+                    value += 1
+                    return value
+                }
+                let hex = String(n, radix: 16)
+                return "52:54:00:00:00:" + (hex.count == 1 ? "0" + hex : hex)
+            },
+            freeVNCPort: { _ in 5900 })
+    }
+
+    static let fixedNow: Int64 = 1_790_000_000
+
+    static func prepare(_ xml: String, file: String = "test.xml") throws -> DomainSpec {
+        let parsed = try DomainParser(file: file).parse(xml)
+        return try DomainDefaults(file: file, environment: environment(name: parsed.spec.name)).apply(parsed.spec)
+    }
+
+    static func plan(_ xml: String, file: String = "test.xml") throws -> LaunchPlan {
+        let spec = try prepare(xml, file: file)
+        return try QEMUCommandLine.plan(
+            spec,
+            context: QEMUCommandLine.Context(
+                runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name), now: fixedNow, localTimeOffset: 3600))
+    }
+}
