@@ -15,6 +15,7 @@ public final class StatusWriter: Sendable {
         var writing = false
         var waiters: [CheckedContinuation<Void, Never>] = []
         var lastError: String?
+        var closed = false
     }
 
     public init(path: String) { self.path = path }
@@ -22,15 +23,20 @@ public final class StatusWriter: Sendable {
     /// Queues `status`; returns once it (or something newer) is on disk.
     public func write(_ status: StatusFile) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let startWriter: Bool = state.withLock { state in
+            let startWriter: Bool? = state.withLock { state in
+                // After close() the run directory is being removed: a late
+                // write must not bring status.json back.
+                if state.closed { return nil }
                 state.pending = status
                 state.waiters.append(continuation)
                 if state.writing { return false }
                 state.writing = true
                 return true
             }
-            if startWriter {
-                Task { await self.drain() }
+            switch startWriter {
+            case nil: continuation.resume()
+            case true?: Task { await self.drain() }
+            case false?: break
             }
         }
     }
@@ -57,6 +63,24 @@ public final class StatusWriter: Sendable {
             } catch {
                 state.withLock { $0.lastError = "\(error)" }
             }
+        }
+    }
+
+    /// Drops queued writes, waits for one in flight, and refuses later ones.
+    public func close() async {
+        let inFlight: Bool = state.withLock { state in
+            state.closed = true
+            state.pending = nil
+            return state.writing
+        }
+        guard inFlight else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done: Bool = state.withLock { state in
+                if !state.writing { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
         }
     }
 

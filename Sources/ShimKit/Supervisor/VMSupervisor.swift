@@ -582,7 +582,11 @@ public actor VMSupervisor {
         } else {
             let lines = qemuLogLines(10)
             var message = "QEMU (pid \(process?.pid ?? 0)) of domain '\(spec.name)' exited unexpectedly: \(status)"
-            if !lines.isEmpty { message += "\nlast QEMU log lines (\(config.logFile)):\n  " + lines.joined(separator: "\n  ") }
+            if lines.isEmpty {
+                message += "; QEMU wrote nothing to its log (\(config.logFile))"
+            } else {
+                message += "\nlast QEMU log lines (\(config.logFile)):\n  " + lines.joined(separator: "\n  ")
+            }
             result = ShimOutcome(exitCode: ShimOutcome.Code.qemuCrashed, state: .crashed, reason: "crashed", message: message)
         }
         setState(result.state, result.reason)
@@ -609,8 +613,12 @@ public actor VMSupervisor {
     public func cleanUp() async {
         for task in backgroundTasks { task.cancel() }
         if leaveQEMURunning || outcome?.exitCode == ShimOutcome.Code.monitorLost {
+            // The next shim reads this file to reattach: make it current.
+            await writeStatus()
+            await statusWriter.close()
             FileIO.remove(config.runDirectory.controlSocket)
         } else {
+            await statusWriter.close()
             config.runDirectory.remove()
         }
         lock = nil

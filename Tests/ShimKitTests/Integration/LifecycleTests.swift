@@ -1,0 +1,256 @@
+import Foundation
+import Testing
+@testable import ShimKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shim end to end: real vmshim binary, real QEMU (TCG), real test guest.
+/// Serialized: each boot takes a core for a couple of seconds.
+@Suite(.serialized) struct Lifecycle {
+    @Test func guestPoweroffEndsTheShimWithZero() async throws {
+        let vm = try ShimHarness(name: "it-poweroff", .init(cmdline: "vmshim.action=poweroff"))
+        defer { vm.tearDown() }
+        try vm.start()
+        let status = await vm.waitForExit(timeout: .seconds(90))
+        #expect(status == 0, "\(vm.output)")
+        #expect(vm.markerCount == 1)
+        #expect(vm.output.contains("shut down by its guest"))
+        #expect(!FileIO.exists(vm.runDirectory), "run directory left behind")
+        #expect(vm.qemuPIDs().isEmpty, "QEMU left behind")
+    }
+
+    @Test func statusPauseResumeAndQMPThroughTheCLI() async throws {
+        let vm = try ShimHarness(name: "it-control")
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        let status = try vm.status()
+        #expect(status["name"]?.stringValue == "it-control")
+        #expect(status["state"]?.stringValue == "running")
+        #expect(status["shimPid"]?.int64Value == Int64(vm.shimPID))
+        let qemuPID = try #require(status["qemuPid"]?.int64Value)
+        #expect(vm.qemuPIDs() == [Int32(qemuPID)])
+        // The status file on disk carries the same and the live XML.
+        let file = try StatusFile.read(from: vm.runDirectory + "/status.json")
+        #expect(file.qemu?.pid == Int32(qemuPID))
+        #expect(file.liveXML.contains("<name>it-control</name>"))
+        #expect(FileIO.exists(file.qmpSocket) && FileIO.exists(file.controlSocket))
+
+        // NAME may be the UUID.
+        let byUUID = try vm.cli(["status", file.uuid, "--json"])
+        #expect(byUUID.status == 0 && byUUID.out.contains("\"it-control\""))
+
+        #expect(try vm.cli(["pause", "it-control"]).status == 0)
+        #expect(vm.state() == "paused")
+        let paused = try vm.cli(["qmp", "it-control", #"{"execute":"query-status"}"#])
+        #expect(paused.status == 0)
+        #expect(try JSONValue.parse(paused.out)["return"]?["status"]?.stringValue == "paused")
+        #expect(try vm.cli(["resume", "it-control"]).status == 0)
+        #expect(vm.state() == "running")
+
+        let bad = try vm.cli(["qmp", "it-control", #"{"execute":"no-such-command"}"#])
+        #expect(bad.status == 1)
+        #expect(bad.out.contains("CommandNotFound"))
+        let notJSON = try vm.cli(["qmp", "it-control", "{not json"])
+        #expect(notJSON.status != 0 && notJSON.err.contains("JSON"))
+
+        let list = try vm.cli(["list"])
+        #expect(list.out.contains("it-control") && list.out.contains("running"))
+        let unknown = try vm.cli(["status", "no-such-domain"])
+        #expect(unknown.status != 0 && unknown.err.contains("no-such-domain"))
+
+        let shutdown = try vm.cli(["shutdown", "it-control"])
+        #expect(shutdown.status == 0, "\(shutdown.err)")
+        #expect(shutdown.out.contains("shutoff"))
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    @Test func sigtermShutsTheGuestDownGracefully() async throws {
+        let vm = try ShimHarness(name: "it-sigterm")
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        vm.signalShim(SIGTERM)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0, "\(vm.output)")
+        #expect(vm.output.contains("shut down"))
+        #expect(!vm.output.contains("did not power off"))
+        #expect(vm.qemuPIDs().isEmpty)
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    /// A guest that ignores the power button is stopped after --shutdown-timeout.
+    @Test func sigtermQuitsQEMUAfterTheTimeout() async throws {
+        let vm = try ShimHarness(name: "it-sigterm-timeout", .init(cmdline: "vmshim.noacpid"))
+        defer { vm.tearDown() }
+        try vm.start(["--shutdown-timeout", "2"])
+        try await vm.waitForMarker()
+        let sent = ContinuousClock.now
+        vm.signalShim(SIGINT)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0, "\(vm.output)")
+        #expect(ContinuousClock.now - sent >= .seconds(2))
+        #expect(vm.output.contains("did not power off"))
+        #expect(vm.qemuPIDs().isEmpty)
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    @Test func aQEMUCrashEndsTheShimNonZeroWithTheReason() async throws {
+        let vm = try ShimHarness(name: "it-crash")
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        let qemuPID = try #require(vm.qemuPIDs().first)
+        kill(qemuPID, SIGKILL)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.qemuCrashed)
+        #expect(vm.output.contains("SIGKILL"))
+        // The reason and where QEMU's log is (a SIGKILLed QEMU prints nothing).
+        #expect(vm.output.contains("QEMU wrote nothing to its log") || vm.output.contains("last QEMU log lines"))
+        #expect(vm.output.contains(vm.runRoot + "/log/it-crash.log"))
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    @Test func onCrashDestroyEndsAPanickedGuest() async throws {
+        let vm = try ShimHarness(name: "it-panic", .init(cmdline: "vmshim.action=panic", panicDevice: true))
+        defer { vm.tearDown() }
+        try vm.start()
+        #expect(await vm.waitForExit(timeout: .seconds(90)) == ShimOutcome.Code.guestPanicked, "\(vm.output)")
+        #expect(vm.output.contains("panicked"))
+        #expect(vm.qemuPIDs().isEmpty)
+    }
+
+    @Test func onRebootRestartKeepsTheSameQEMU() async throws {
+        let vm = try ShimHarness(name: "it-reboot", .init(cmdline: "vmshim.action=reboot"))
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        let qemuPID = vm.qemuPIDs()
+        try await vm.waitForMarker(count: 2)
+        #expect(vm.qemuPIDs() == qemuPID)
+        #expect(vm.state() == "running")
+        #expect(try vm.cli(["destroy", "it-reboot"]).status == 0)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+        #expect(vm.qemuPIDs().isEmpty)
+    }
+
+    @Test func onRebootDestroyEndsTheShim() async throws {
+        let vm = try ShimHarness(name: "it-noreboot", .init(cmdline: "vmshim.action=reboot", onReboot: "destroy"))
+        defer { vm.tearDown() }
+        try vm.start()
+        #expect(await vm.waitForExit(timeout: .seconds(90)) == 0, "\(vm.output)")
+        #expect(vm.markerCount == 1)
+        #expect(vm.output.contains("on_reboot is destroy"))
+    }
+
+    @Test func onPoweroffRestartBootsAgain() async throws {
+        let vm = try ShimHarness(name: "it-restart", .init(cmdline: "vmshim.action=poweroff", onPoweroff: "restart"))
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker(count: 2)
+        #expect(vm.state() == "running")
+        #expect(try vm.cli(["destroy", "it-restart"]).status == 0)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+    }
+
+    /// Kill -9 the shim mid-run, start it again: the same QEMU, the guest
+    /// never stopped (its counter keeps counting, it did not boot again).
+    @Test func reattachesAfterTheShimIsKilled() async throws {
+        let vm = try ShimHarness(name: "it-reattach", .init(cmdline: "vmshim.counter"))
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        let before = try vm.status()
+        let qemuPID = try #require(before["qemuPid"]?.int64Value)
+        vm.signalShim(SIGKILL)
+        _ = await vm.waitForExit(timeout: .seconds(10))
+        #expect(vm.qemuPIDs() == [Int32(qemuPID)], "QEMU must survive its shim")
+        let counterLines = vm.serial.components(separatedBy: "vmshim-counter").count
+
+        try vm.start()
+        try await vm.waitFor("reattach") { (try? vm.status())?["reattached"]?.boolValue == true }
+        let after = try vm.status()
+        #expect(after["qemuPid"]?.int64Value == qemuPID)
+        #expect(after["shimPid"]?.int64Value == Int64(vm.shimPID))
+        #expect(after["state"]?.stringValue == "running")
+        try await vm.waitFor("the counter to advance") { vm.serial.components(separatedBy: "vmshim-counter").count > counterLines + 1 }
+        #expect(vm.markerCount == 1, "the guest booted again")
+
+        // The new shim still notices QEMU's end through the pidfd.
+        kill(Int32(qemuPID), SIGKILL)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    @Test func aSecondShimForTheSameDomainIsRefused() async throws {
+        let vm = try ShimHarness(name: "it-twice")
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let second = Process()
+        second.executableURL = URL(fileURLWithPath: ShimHarness.binary)
+        second.arguments = ["run", "--run-root", vm.runRoot, vm.xmlPath]
+        let errors = Pipe()
+        second.standardError = errors
+        second.standardOutput = FileHandle.nullDevice
+        try second.run()
+        second.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(second.terminationStatus == 1)
+        #expect(message.contains("already supervised"))
+        #expect(vm.qemuPIDs().count == 1)
+        #expect(vm.state() == "paused")
+        // --paused: the vCPUs never ran; resume starts the guest.
+        #expect(vm.markerCount == 0)
+        #expect(try vm.cli(["resume", "it-twice"]).status == 0)
+        try await vm.waitForMarker()
+        #expect(try vm.cli(["destroy", "it-twice"]).status == 0)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+    }
+
+    /// QEMU's own words reach the user, and nothing is left behind.
+    @Test func aQEMUThatRefusesToStartLeavesNothing() async throws {
+        let vm = try ShimHarness(name: "it-refused", .init(machine: "pc-i440fx-0.0"))
+        defer { vm.tearDown() }
+        try vm.start()
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.startFailed)
+        #expect(vm.output.contains("unsupported machine type"), "\(vm.output)")
+        #expect(vm.qemuPIDs().isEmpty)
+        #expect(!FileIO.exists(vm.runDirectory))
+    }
+
+    /// A disk and a serial path with ",file=" in them reach QEMU as literal
+    /// paths: QEMU opens exactly those files.
+    @Test func commaPathsReachQEMULiterally() async throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("inj-\(UUID().uuidString.prefix(6))").path
+        let trap = scratch + "/a,file=/etc"
+        try FileManager.default.createDirectory(atPath: trap, withIntermediateDirectories: true)
+        defer { FileIO.removeTree(scratch) }
+        let disk = trap + "/shadow.img"
+        FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20))
+        let vm = try ShimHarness(
+            name: "it-inject",
+            .init(extraDevices: """
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='raw'/>
+                  <source file='\(disk)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <serial type='unix'>
+                  <source mode='bind' path='\(scratch)/s,server=off.sock'/>
+                  <target port='1'/>
+                </serial>
+                """))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let reply = try vm.cli(["qmp", "it-inject", #"{"execute":"query-block"}"#])
+        #expect(reply.status == 0)
+        let devices = try JSONValue.parse(reply.out)["return"]?.arrayValue ?? []
+        let files = devices.compactMap { $0["inserted"]?["file"]?.stringValue }
+        #expect(files.contains(disk), "\(reply.out)")
+        #expect(UnixSocket.isListening(path: scratch + "/s,server=off.sock"))
+        #expect(try vm.cli(["destroy", "it-inject"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
+}
