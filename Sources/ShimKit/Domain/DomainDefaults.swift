@@ -10,14 +10,18 @@ public struct DomainDefaults {
         public var randomMAC: @Sendable () -> String
         /// Returns a free TCP port ≥ 5900 on the given listen address.
         public var freeVNCPort: @Sendable (String) throws -> Int
+        /// The XML is a running VM's live definition (reattach): ports it
+        /// records are in use by that VM and are kept, not reallocated.
+        public var isLiveDefinition: Bool
 
         public init(
             runDirectory: RunDirectory, randomMAC: @escaping @Sendable () -> String = DomainDefaults.randomMAC,
-            freeVNCPort: @escaping @Sendable (String) throws -> Int
+            freeVNCPort: @escaping @Sendable (String) throws -> Int, isLiveDefinition: Bool = false
         ) {
             self.runDirectory = runDirectory
             self.randomMAC = randomMAC
             self.freeVNCPort = freeVNCPort
+            self.isLiveDefinition = isLiveDefinition
         }
     }
 
@@ -68,7 +72,9 @@ public struct DomainDefaults {
         }
         assignAliases(&spec, isQ35: isQ35)
         for index in spec.devices.graphics.indices where spec.devices.graphics[index].port == nil {
-            if case .address(let address) = spec.devices.graphics[index].listen {
+            if environment.isLiveDefinition, let recorded = spec.devices.graphics[index].recordedPort {
+                spec.devices.graphics[index].port = recorded
+            } else if case .address(let address) = spec.devices.graphics[index].listen {
                 spec.devices.graphics[index].port = try environment.freeVNCPort(address)
             }
         }

@@ -561,6 +561,7 @@ extension DomainParser {
         if let port, !autoport, port < 5900 {
             throw reader.error(element, "VNC port \(port) must be 5900 or above")
         }
+        let recordedPort = autoport ? port : nil
         if autoport { port = nil }
         var listen = DomainSpec.Graphics.Listen.address("127.0.0.1")
         if let address = reader.attribute(element, "listen") { listen = .address(address) }
@@ -586,7 +587,9 @@ extension DomainParser {
         for attribute in ["keymap", "websocket", "sharePolicy", "passwdValidTo", "connected"] {
             if reader.attribute(element, attribute) != nil { throw reader.unsupported(element, "VNC \(attribute)") }
         }
-        return DomainSpec.Graphics(port: port, autoport: autoport, listen: listen, passwordSet: false)
+        var graphics = DomainSpec.Graphics(port: port, autoport: autoport, listen: listen, passwordSet: false)
+        graphics.recordedPort = recordedPort
+        return graphics
     }
 
     func parseVideo(_ element: XMLElement) throws -> DomainSpec.Video {

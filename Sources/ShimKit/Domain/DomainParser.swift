@@ -73,16 +73,19 @@ public struct DomainParser {
         try parseResource(root)
         try parseSecurityLabels(root)
 
-        guard let devicesElement = try reader.child(root, "devices") else {
-            throw reader.error(root, "missing <devices> (it must name the <emulator> at least)")
+        // Like libvirt, a domain without <devices> or <emulator> gets the
+        // default emulator for its architecture.
+        var emulator = "/usr/bin/qemu-system-\(os.arch)"
+        var devices = DomainSpec.Devices()
+        if let devicesElement = try reader.child(root, "devices") {
+            if let named = try reader.childText(devicesElement, "emulator") {
+                guard named.hasPrefix("/") else {
+                    throw reader.error(devicesElement, "<emulator> must be an absolute path, not '\(named)'")
+                }
+                emulator = named
+            }
+            devices = try parseDevices(devicesElement, os: os)
         }
-        guard let emulator = try reader.childText(devicesElement, "emulator"), !emulator.isEmpty else {
-            throw reader.error(devicesElement, "missing <emulator>: name the QEMU binary, e.g. /usr/bin/qemu-system-x86_64")
-        }
-        guard emulator.hasPrefix("/") else {
-            throw reader.error(devicesElement, "<emulator> must be an absolute path, not '\(emulator)'")
-        }
-        let devices = try parseDevices(devicesElement, os: os)
 
         var spec = DomainSpec(
             virtType: virtType, name: name, uuid: uuid, memory: memory, vcpus: vcpus, cpu: cpu, os: os,

@@ -356,6 +356,9 @@ extension DomainSpec {
         public var listen: Listen
         public var passwordSet: Bool
         public var xmlIndex: Int?
+        /// With autoport, the port a live definition records: the one the
+        /// running QEMU already listens on (used only when reattaching).
+        public var recordedPort: Int?
     }
 
     public struct Video: Sendable, Equatable {

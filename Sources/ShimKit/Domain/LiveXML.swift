@@ -32,7 +32,10 @@ public struct LiveXML {
     let runtime: Runtime
 
     func apply() {
-        setText(root.child(named: "uuid"), spec.uuid.description, insertBefore: ["title", "description", "metadata", "memory"])
+        // A generated UUID goes right after <name>, where libvirt puts it.
+        let uuid = root.firstElement(named: "uuid")
+            ?? root.insertChild(XMLElement(name: "uuid"), before: ["title", "description", "metadata", "maxMemory", "memory"])
+        uuid.text = spec.uuid.description
         let memory = root.child(named: "memory")
         memory.text = String(spec.memory.maximumKiB)
         memory.setAttribute("unit", "KiB")
@@ -44,16 +47,16 @@ public struct LiveXML {
             type.setAttribute("machine", machine)
         }
         let devices = root.child(named: "devices")
+        // libvirt fills in the capabilities' default emulator when none is named.
+        let emulator = devices.firstElement(named: "emulator")
+            ?? devices.insertChild(XMLElement(name: "emulator"), before: devices.children.map(\.name))
+        emulator.text = spec.emulator
         updateDisks(devices)
         updateControllers(devices)
         updateInterfaces(devices)
         updateCharDevices(devices)
         updateInputsGraphicsVideo(devices)
         updateBalloonRNGPanic(devices)
-    }
-
-    private func setText(_ element: XMLElement, _ text: String, insertBefore: [String]) {
-        element.text = text
     }
 
     private func element(_ devices: XMLElement, _ name: String, _ index: Int?) -> XMLElement? {

@@ -64,10 +64,11 @@ public actor VMSupervisor {
         self.statusWriter = StatusWriter(path: config.runDirectory.statusFile)
     }
 
-    static func prepare(_ spec: DomainSpec, file: String, runDirectory: RunDirectory) throws -> DomainSpec {
+    static func prepare(_ spec: DomainSpec, file: String, runDirectory: RunDirectory, live: Bool = false) throws -> DomainSpec {
         try DomainDefaults(
             file: file,
-            environment: DomainDefaults.Environment(runDirectory: runDirectory, freeVNCPort: HostPorts.freeVNCPort)
+            environment: DomainDefaults.Environment(
+                runDirectory: runDirectory, freeVNCPort: HostPorts.freeVNCPort, isLiveDefinition: live)
         ).apply(spec)
     }
 
@@ -370,7 +371,7 @@ public actor VMSupervisor {
         if !previous.liveXML.isEmpty {
             let file = "\(runDirectory.statusFile) (live definition)"
             let parsed = try DomainParser(file: file).parse(previous.liveXML)
-            spec = try VMSupervisor.prepare(parsed.spec, file: file, runDirectory: runDirectory)
+            spec = try VMSupervisor.prepare(parsed.spec, file: file, runDirectory: runDirectory, live: true)
             sourceXML = previous.liveXML
             sourceName = file
         }

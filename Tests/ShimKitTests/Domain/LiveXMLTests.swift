@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+@testable import ShimKit
+
+/// The live definition is what a restarted shim reattaches with: it must
+/// describe exactly the hardware the running QEMU has.
+@Suite struct LiveDefinition {
+    static let fixtures = GoldenArgv.names + ["no-emulator"]
+
+    func source(_ name: String) throws -> String {
+        if name == "no-emulator" {
+            return domainXML().replacingOccurrences(of: "<emulator>/usr/bin/qemu-system-x86_64</emulator>", with: "")
+        }
+        return try Fixtures.read(Fixtures.sourceDirectory + "/domains/\(name).xml")
+    }
+
+    @Test(arguments: fixtures) func parsesBackToTheSameArgv(name: String) throws {
+        let xml = try source(name)
+        let spec = try Fixtures.prepare(xml, file: "\(name).xml")
+        let runtime = LiveXML.Runtime(charDevicePaths: ["serial0": "/dev/pts/7"], canonicalMachine: nil)
+        let live = try LiveXML.render(source: xml, file: "\(name).xml", spec: spec, runtime: runtime)
+        // No MAC, VNC port or UUID is generated a second time: they are in the live XML.
+        let reparsed = try DomainParser(file: "live.xml").parse(live).spec
+        let again = try DomainDefaults(
+            file: "live.xml",
+            environment: DomainDefaults.Environment(
+                runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name),
+                randomMAC: { "52:54:00:ff:ff:ff" }, freeVNCPort: { _ in 5999 }, isLiveDefinition: true)
+        ).apply(reparsed)
+        let context = QEMUCommandLine.Context(
+            runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name), now: Fixtures.fixedNow, localTimeOffset: 3600)
+        let before = try QEMUCommandLine.plan(spec, context: context).arguments
+        let after = try QEMUCommandLine.plan(again, context: context).arguments
+        let difference = zip(before, after).first { $0.0 != $0.1 }
+        #expect(before == after, "first difference: \(difference.map { "\($0.0) -> \($0.1)" } ?? "length")\n\(live)")
+        #expect(live.contains("<uuid>\(spec.uuid)</uuid>"))
+        #expect(live.contains("<emulator>/usr/bin/qemu-system-x86_64</emulator>"))
+    }
+
+    @Test func recordsWhatQEMUResolved() throws {
+        let xml = try source("kernel-boot")
+        let spec = try Fixtures.prepare(xml)
+        let live = try LiveXML.render(
+            source: xml, file: "k.xml", spec: spec,
+            runtime: LiveXML.Runtime(charDevicePaths: ["serial0": "/dev/pts/7"], canonicalMachine: "pc-i440fx-7.2"))
+        #expect(live.contains("machine='pc-i440fx-7.2'"))
+        #expect(live.contains("/dev/pts/7"))
+        #expect(live.contains("<alias name='serial0'/>"))
+        #expect(live.contains("<address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>"))
+    }
+}
