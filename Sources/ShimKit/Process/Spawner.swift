@@ -11,7 +11,7 @@ public struct SpawnSpec: Sendable {
     public var environment: [String]
     /// Opened by the caller; becomes the child's stdout and stderr.
     public var outputFD: Int32
-    /// Parent fd → child fd. Child fds must be ≥ 3; nothing else is inherited.
+    /// Parent fd → child fd. Child fds are 3, 4, … without gaps; nothing else is inherited.
     public var inheritedFDs: [(parent: Int32, child: Int32)]
     /// Start the child in its own session, so a terminal's Ctrl-C or the
     /// shim's process group being signalled does not reach QEMU.
@@ -46,6 +46,11 @@ public enum Spawner {
         let highestChild = spec.inheritedFDs.map(\.child).max() ?? 2
         for mapping in spec.inheritedFDs where mapping.child < 3 {
             throw ShimError(.internalError, "cannot map fd \(mapping.parent) to reserved child fd \(mapping.child)")
+        }
+        // Child fds must be exactly 3…highest: everything above is closed in the
+        // child, and a gap could let an inherited (non-CLOEXEC) fd through.
+        guard Set(spec.inheritedFDs.map(\.child)) == Set((3...max(highestChild, 3)).map { $0 }) || spec.inheritedFDs.isEmpty else {
+            throw ShimError(.internalError, "child fds \(spec.inheritedFDs.map(\.child)) are not contiguous from 3")
         }
         // Move every source fd above the child range first so one dup2 cannot
         // clobber another source (e.g. parent fd 4 → child 3 and parent 3 → child 4).

@@ -16,7 +16,7 @@ extension QMPCommand where Response == Void {
 
 enum QMPDecode {
     static func failure(_ command: String, _ result: JSONValue) -> ShimError {
-        ShimError(.unavailable, "QMP command '\(command)' returned an unexpected value: \(result.description.prefix(300))")
+        ShimError(.internalError, "QMP command '\(command)' returned an unexpected value: \(result.description.prefix(300))")
     }
 }
 

@@ -4,8 +4,8 @@
 /// `vmshim status` and a restarted shim find a VM, and how a restarted shim
 /// decides whether the QEMU it names is still the same process (pid, start
 /// time and boot id). The format is documented in docs/status-file.md: new
-/// fields are optional, readers ignore unknown fields, and a file with a newer
-/// major `schemaVersion` is refused rather than misread.
+/// fields are optional, readers ignore unknown fields, and a file with a
+/// `schemaVersion` this vmshim does not know is refused rather than misread.
 public struct StatusFile: Sendable, Equatable {
     public static let schemaVersion = 1
     public static let fileName = "status.json"
@@ -13,7 +13,7 @@ public struct StatusFile: Sendable, Equatable {
     public var name: String
     public var uuid: String
     public var state: VMState
-    /// Why the VM is in that state: booted, user, guest-shutdown, crashed, …
+    /// Why the VM is in that state: booted, user, unpaused, shutdown, panicked, crashed, …
     public var reason: String
     public var shim: ProcessIdentity
     public var shimVersion: String
@@ -78,7 +78,10 @@ public struct StatusFile: Sendable, Equatable {
     }
 
     public func write(to path: String) throws {
-        try FileIO.writeAtomically(path, Array((json.description + "\n").utf8), mode: 0o600)
+        // Not durable: the file describes running processes, which a host
+        // crash ends too, so fsync would only put disk latency on every state
+        // change (start included). rename keeps it whole if the shim dies.
+        try FileIO.writeAtomically(path, Array((json.description + "\n").utf8), mode: 0o600, durable: false)
     }
 
     public static func read(from path: String) throws -> StatusFile {
@@ -106,7 +109,10 @@ public struct StatusFile: Sendable, Equatable {
             return ProcessIdentity(pid: pid32, startTime: start, bootID: boot)
         }
         let version = try field("schemaVersion", \.int64Value)
-        guard version >= 1, version <= Int64(schemaVersion) else {
+        guard version >= 1 else {
+            throw ShimError(.invalidArgument, "\(path): schemaVersion \(version) is not a valid status format version")
+        }
+        guard version <= Int64(schemaVersion) else {
             throw ShimError(
                 .unsupported,
                 "\(path) has status format version \(version); this vmshim reads up to \(schemaVersion): use a newer vmshim")

@@ -20,24 +20,33 @@ public final class StatusWriter: Sendable {
 
     public init(path: String) { self.path = path }
 
-    /// Queues `status`; returns once it (or something newer) is on disk.
-    public func write(_ status: StatusFile) async {
+    /// Queues `status` without waiting. Synchronous on purpose: called from
+    /// the VM's actor, submissions keep the actor's order, so the file never
+    /// goes back to an older state.
+    public func submit(_ status: StatusFile) {
+        let startWriter: Bool = state.withLock { state in
+            // After close() the run directory is being removed: a late
+            // write must not bring status.json back.
+            if state.closed { return false }
+            state.pending = status
+            if state.writing { return false }
+            state.writing = true
+            return true
+        }
+        if startWriter {
+            Task { await self.drain() }
+        }
+    }
+
+    /// Returns once everything submitted so far (or something newer) is on disk.
+    public func flush() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let startWriter: Bool? = state.withLock { state in
-                // After close() the run directory is being removed: a late
-                // write must not bring status.json back.
-                if state.closed { return nil }
-                state.pending = status
+            let idle: Bool = state.withLock { state in
+                if !state.writing { return true }
                 state.waiters.append(continuation)
-                if state.writing { return false }
-                state.writing = true
-                return true
+                return false
             }
-            switch startWriter {
-            case nil: continuation.resume()
-            case true?: Task { await self.drain() }
-            case false?: break
-            }
+            if idle { continuation.resume() }
         }
     }
 
@@ -68,20 +77,11 @@ public final class StatusWriter: Sendable {
 
     /// Drops queued writes, waits for one in flight, and refuses later ones.
     public func close() async {
-        let inFlight: Bool = state.withLock { state in
+        state.withLock { state in
             state.closed = true
             state.pending = nil
-            return state.writing
         }
-        guard inFlight else { return }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done: Bool = state.withLock { state in
-                if !state.writing { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
-        }
+        await flush()
     }
 
     /// The last write error, if the newest write failed.

@@ -54,6 +54,14 @@ public enum ShimRunner {
                 logger.error("control API stopped: \(error)")
             }
         }
+        do {
+            try await server.waitUntilListening()
+        } catch {
+            server.stop()
+            await serving.value
+            await supervisor.cleanUp()
+            return fail(ShimError(.system, "cannot serve the control API on \(config.runDirectory.controlSocket): \(error)", cause: error))
+        }
 
         do {
             try await supervisor.start()
@@ -73,8 +81,8 @@ public enum ShimRunner {
         let signalTask = Task {
             var received = 0
             for await number in signals.signals {
-                received += 1
                 if number == SIGHUP { continue }  // a closed terminal must not stop the guest
+                received += 1
                 if received == 1 {
                     logger.notice("signal \(signalName(number)): shutting the guest down (timeout \(config.shutdownTimeout.shortDescription))")
                     Task {

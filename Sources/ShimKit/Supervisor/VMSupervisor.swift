@@ -58,6 +58,15 @@ public actor VMSupervisor {
         self.logger = logger
         self.sourceXML = xml
         self.sourceName = config.xmlPath
+        // The run directory is removed when the VM ends: it must not be the
+        // directory that keeps every domain's QEMU log.
+        let logDirectory = FileIO.normalizedPath(config.logDirectory)
+        let runPath = FileIO.normalizedPath(config.runDirectory.path)
+        guard logDirectory != runPath, !logDirectory.hasPrefix(runPath + "/") else {
+            throw ShimError(
+                .invalidArgument,
+                "domain '\(config.runDirectory.name)': its run directory \(runPath) would hold the log directory \(logDirectory); pass --log-dir elsewhere or rename the domain")
+        }
         let parsed = try DomainParser(file: config.xmlPath).parse(xml)
         self.spec = try VMSupervisor.prepare(parsed.spec, file: config.xmlPath, runDirectory: config.runDirectory)
         self.startedAt = Int64(time(nil))
@@ -101,7 +110,8 @@ public actor VMSupervisor {
     }
 
     private func writeStatus() async {
-        await statusWriter.write(statusFile())
+        statusWriter.submit(statusFile())
+        await statusWriter.flush()
         if let error = statusWriter.lastError {
             logger.error("cannot write the status file \(config.runDirectory.statusFile): \(error)")
         }
@@ -113,7 +123,7 @@ public actor VMSupervisor {
         reason = newReason
         logger.info("state \(newState.rawValue) (\(newReason))")
         publish(.lifecycle(state: newState, reason: newReason))
-        Task { await self.writeStatus() }
+        statusWriter.submit(statusFile())
     }
 
     private func publish(_ kind: VMEvent.Kind) {
@@ -178,8 +188,12 @@ public actor VMSupervisor {
         } catch let error as ShimError where error.code == .unsupported {
             throw error
         } catch {
-            logger.warning("ignoring an unreadable status file \(path): \(error)")
-            return nil
+            // Without it we cannot tell whether this domain's QEMU still runs;
+            // starting another one on the same disks would be far worse.
+            throw ShimError(
+                .invalidArgument,
+                "\((error as? ShimError)?.message ?? "\(error)"); if no QEMU of domain '\(spec.name)' is running, remove \(path) and run again",
+                cause: error)
         }
     }
 
@@ -223,7 +237,9 @@ public actor VMSupervisor {
         createdSockets = launched.createdSockets
         runtime.tapNames = launched.tapNames
         logger.info("QEMU started", metadata: ["pid": "\(launched.process.pid)"])
-        await writeStatus()
+        // Record QEMU's pid (a shim that dies now must let the next one find
+        // it) while the monitor handshake runs; newer writes supersede it.
+        statusWriter.submit(statusFile())
 
         do {
             let client = try await connectMonitor(process: launched.process)
@@ -415,6 +431,7 @@ public actor VMSupervisor {
             handleGuestPoweroff()
         case "guest-panicked":
             setState(.paused, "crashed")
+            guestPanicked = true
             handlePanic()
         default:
             setState(.paused, previous.state == .paused ? previous.reason : status.status)
@@ -452,7 +469,9 @@ public actor VMSupervisor {
                 setState(.running, "unpaused")
             }
         case .shutdown(_, let cause):
-            lastShutdownReason = cause
+            // The first cause explains the end: the quit vmshim sends after a
+            // guest-reset adds a host-qmp-quit that must not replace it.
+            if lastShutdownReason == nil || cause != "host-qmp-quit" { lastShutdownReason = cause }
             switch cause {
             case "guest-shutdown":
                 guestPoweredOff = true

@@ -54,7 +54,11 @@ public enum FileIO {
     /// directory, fsync, rename over the target, fsync the directory. Readers
     /// see the old or the new content, never a mix; a crash leaves at most a
     /// stray temporary file, never a torn target.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
+    ///
+    /// `durable` adds fsync of the file and its directory, for data that must
+    /// survive a host crash; rename alone already protects against a crash of
+    /// the writing process.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600, durable: Bool = true) throws {
         let directory = parentDirectory(of: path)
         let temporary = "\(directory)/.\(baseName(of: path)).tmp.\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
@@ -66,10 +70,13 @@ public enum FileIO {
         do {
             defer { close(fd) }
             try writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw ShimError.system("cannot fsync \(temporary)") }
+            if durable {
+                guard fsync(fd) == 0 else { throw ShimError.system("cannot fsync \(temporary)") }
+            }
         }
         guard rename(temporary, path) == 0 else { throw ShimError.system("cannot rename \(temporary) to \(path)") }
         ok = true
+        guard durable else { return }
         let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 {
             _ = fsync(dirFD)
@@ -144,6 +151,12 @@ public enum FileIO {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
+    }
+
+    /// `path` without repeated or trailing slashes (no symlink resolution).
+    public static func normalizedPath(_ path: String) -> String {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        return (path.hasPrefix("/") ? "/" : "") + parts.joined(separator: "/")
     }
 
     public static func parentDirectory(of path: String) -> String {
