@@ -235,6 +235,7 @@ public struct DomainDefaults {
             } else {
                 var serial = spec.devices.consoles[index]
                 serial.targetType = .isaSerial
+                serial.xmlIndex = nil  // not one of the document's <serial> elements
                 spec.devices.serials.append(serial)
             }
         }

@@ -209,7 +209,9 @@ extension DomainParser {
         if let tray = reader.attribute(target, "tray"), tray != "closed" {
             throw reader.unsupported(target, "tray='\(tray)'")
         }
-        _ = try reader.boolAttribute(target, "removable")
+        if try reader.boolAttribute(target, "removable") == true {
+            throw reader.unsupported(target, "removable='on' (it applies to USB and SCSI disks, which vmshim does not support yet)")
+        }
         guard DomainParser.diskIndex(targetDev) != nil else {
             throw reader.error(target, "dev='\(targetDev)' is not a disk name like vda, sda or hda")
         }
@@ -516,7 +518,7 @@ extension DomainParser {
             }
             device.targetPort = port
         case .isa?:
-            break
+            throw reader.unsupported(element, "an ISA address (iobase/irq) on <\(element.name)>")
         default:
             throw reader.error(element, "unsupported address for <\(element.name)>")
         }
@@ -538,7 +540,15 @@ extension DomainParser {
         var input = DomainSpec.Input(kind: kind, bus: bus)
         input.alias = try userAlias(element)
         switch try parseAddress(element) {
-        case nil, .usb?: break
+        case nil: break
+        case .usb(let port)?:
+            guard bus == .usb else { throw reader.error(element, "only USB input devices take a USB address") }
+            if !port.isEmpty {
+                guard port.split(separator: ".").allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
+                    throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
+                }
+                input.usbPort = port
+            }
         case .pci(let address)?:
             guard bus == .virtio else { throw reader.error(element, "only virtio input devices take a PCI address") }
             input.pciAddress = address

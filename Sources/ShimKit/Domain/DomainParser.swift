@@ -58,7 +58,9 @@ public struct DomainParser {
             uuid = parsed
         }
 
-        for informational in ["title", "description", "metadata", "genid"] {
+        // <genid> is not informational: it is a guest-visible vmgenid device,
+        // so it is refused (unread) until vmshim creates one.
+        for informational in ["title", "description", "metadata"] {
             if let element = try reader.child(root, informational) { reader.ignoreSubtree(element) }
         }
 
@@ -171,8 +173,10 @@ public struct DomainParser {
         if let placement = reader.attribute(element, "placement"), placement != "static" {
             throw reader.unsupported(element, "placement='\(placement)' (only 'static')")
         }
-        let cpuset = reader.attribute(element, "cpuset")
-        return DomainSpec.VCPUs(maximum: maximum, current: current, cpuset: cpuset)
+        if let cpuset = reader.attribute(element, "cpuset") {
+            throw reader.unsupported(element, "cpuset='\(cpuset)' (vmshim does not pin vCPUs yet)")
+        }
+        return DomainSpec.VCPUs(maximum: maximum, current: current, cpuset: nil)
     }
 
     func parseCPU(_ root: XMLElement, vcpus: DomainSpec.VCPUs) throws -> DomainSpec.CPU {
@@ -226,8 +230,8 @@ public struct DomainParser {
         case .hostModel:
             throw reader.unsupported(element, "CPU mode 'host-model'; use mode='custom' with a named model, or 'maximum'")
         case .hostPassthrough, .maximum:
-            if cpu.model != nil, cpu.mode == .hostPassthrough {
-                throw reader.error(element, "a <model> is not allowed with mode='host-passthrough'")
+            if cpu.model != nil {
+                throw reader.error(element, "a <model> is not allowed with mode='\(cpu.mode.rawValue)'")
             }
         }
         return cpu
@@ -348,6 +352,9 @@ public struct DomainParser {
             }
             var timer = DomainSpec.Clock.Timer(name: name, present: nil, tickPolicy: nil, track: nil)
             timer.present = try reader.boolAttribute(timerElement, "present")
+            if timer.present != nil, name != .hpet {
+                throw reader.unsupported(timerElement, "present= on timer '\(name.rawValue)' (vmshim applies it to hpet only)")
+            }
             timer.tickPolicy = try reader.enumAttribute(timerElement, "tickpolicy", DomainSpec.Clock.TickPolicy.self)
             timer.track = reader.attribute(timerElement, "track")
             switch name {

@@ -342,6 +342,8 @@ extension DomainSpec {
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
         public var pciAddress: PCIAddress?
+        /// An explicit `<address type='usb' port=…>` ("1", or "1.2" behind a hub).
+        public var usbPort: String?
     }
 
     public struct Graphics: Sendable, Equatable {

@@ -10,7 +10,7 @@ struct ElementReader {
     }
 
     func unsupported(_ element: XMLElement, _ message: String) -> ShimError {
-        error(element, message + " (vmshim does not support this yet; remove it or see the README's list)", code: .unsupported)
+        error(element, message + " (vmshim does not support this yet; remove it or see 'Refused today' in vmshim's README)", code: .unsupported)
     }
 
     // MARK: attributes

@@ -168,7 +168,24 @@ public struct LiveXML {
                 target.setAttribute("type", "isa-serial")
                 target.setAttribute("port", String(serial.targetPort ?? 0))
             } else {
-                let node = XMLElement(name: "serial", attributes: [("type", "pty")])
+                // The serial port a console implied, written out as libvirt does.
+                let node = XMLElement(name: "serial")
+                switch serial.backend {
+                case .pty:
+                    node.setAttribute("type", "pty")
+                case .null:
+                    node.setAttribute("type", "null")
+                case .file(let path, let append):
+                    node.setAttribute("type", "file")
+                    let source = node.appendChild(XMLElement(name: "source", attributes: [("path", path)]))
+                    if let append { source.setAttribute("append", append ? "on" : "off") }
+                case .unixListen(let path):
+                    node.setAttribute("type", "unix")
+                    node.appendChild(XMLElement(name: "source", attributes: [("mode", "bind"), ("path", path)]))
+                case .unixConnect(let path, _):
+                    node.setAttribute("type", "unix")
+                    node.appendChild(XMLElement(name: "source", attributes: [("mode", "connect"), ("path", path)]))
+                }
                 node.appendChild(XMLElement(name: "target", attributes: [("type", "isa-serial"), ("port", String(serial.targetPort ?? 0))]))
                 devices.insertChild(node, before: ["console", "channel", "input", "graphics", "video", "memballoon", "rng", "panic"])
                 update(node, serial)

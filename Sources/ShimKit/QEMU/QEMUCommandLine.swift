@@ -448,15 +448,22 @@ public struct QEMUCommandLine {
     // MARK: - Input, graphics, video
 
     mutating func addInputs() {
-        var usbPort = 1
+        // Like libvirt: explicit ports are kept, the others take the first free one.
+        let explicitPorts = Set(spec.devices.inputs.compactMap(\.usbPort))
+        var nextPort = 1
         for input in spec.devices.inputs {
             switch input.bus {
             case .ps2:
                 continue  // part of the chipset
             case .usb:
                 let driver = ["tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd"][input.kind.rawValue] ?? "usb-tablet"
-                addDevice(["driver": .string(driver), "id": .string(input.alias), "bus": "usb.0", "port": .string("\(usbPort)")])
-                usbPort += 1
+                var port = input.usbPort
+                if port == nil {
+                    while explicitPorts.contains("\(nextPort)") { nextPort += 1 }
+                    port = "\(nextPort)"
+                    nextPort += 1
+                }
+                addDevice(["driver": .string(driver), "id": .string(input.alias), "bus": "usb.0", "port": .string(port ?? "1")])
             case .virtio:
                 let driver = "virtio-\(input.kind == .tablet ? "tablet" : input.kind.rawValue)-pci"
                 var props: JSONObject = ["driver": .string(driver), "id": .string(input.alias)]

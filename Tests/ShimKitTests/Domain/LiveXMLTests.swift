@@ -5,11 +5,18 @@ import Testing
 /// The live definition is what a restarted shim reattaches with: it must
 /// describe exactly the hardware the running QEMU has.
 @Suite struct LiveDefinition {
-    static let fixtures = GoldenArgv.names + ["no-emulator"]
+    static let fixtures = GoldenArgv.names + ["no-emulator", "console-on-port-1"]
 
     func source(_ name: String) throws -> String {
         if name == "no-emulator" {
             return domainXML().replacingOccurrences(of: "<emulator>/usr/bin/qemu-system-x86_64</emulator>", with: "")
+        }
+        if name == "console-on-port-1" {
+            // The console implies a second serial port; the first keeps port 0.
+            return domainXML(devices: """
+                    <serial type='pty'><target port='0'/></serial>
+                    <console type='file'><source path='/var/log/c.log'/><target type='serial' port='1'/></console>
+                """)
         }
         return try Fixtures.read(Fixtures.sourceDirectory + "/domains/\(name).xml")
     }
