@@ -37,14 +37,19 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
-            exclude: ["README.md"]
+            exclude: [
+                "README.md", "ControlAPI/README.md", "Domain/README.md", "Errors/README.md", "Host/README.md",
+                "Process/README.md", "QEMU/README.md", "QMP/README.md", "State/README.md", "Supervisor/README.md",
+                "Support/README.md",
+            ]
         ),
         .executableTarget(
             name: "vmshim",
             dependencies: [
                 "ShimKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .testTarget(
             name: "ShimKitTests",

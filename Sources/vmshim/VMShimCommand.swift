@@ -12,8 +12,8 @@ struct VMShimCommand: AsyncParsableCommand {
         commandName: "vmshim",
         abstract: "Run one QEMU guest from a libvirt domain XML, and control it.",
         discussion: """
-            'vmshim guest.xml' is short for 'vmshim run guest.xml'. Every command takes --run-root \
-            (default /run/vmshim, or $VMSHIM_RUN_ROOT). NAME is a domain name or UUID. \
+            'vmshim guest.xml' is short for 'vmshim run guest.xml'. Every command except validate \
+            takes --run-root (default /run/vmshim, or $VMSHIM_RUN_ROOT). NAME is a domain name or UUID. \
             Exit codes and the full reference: docs/cli.md.
             """,
         version: VMShimVersion.current,

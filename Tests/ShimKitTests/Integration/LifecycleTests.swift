@@ -227,7 +227,7 @@ import Glibc
         try FileManager.default.createDirectory(atPath: trap, withIntermediateDirectories: true)
         defer { FileIO.removeTree(scratch) }
         let disk = trap + "/shadow.img"
-        FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20))
+        _ = FileManager.default.createFile(atPath: disk, contents: Data(count: 1 << 20))
         let vm = try ShimHarness(
             name: "it-inject",
             .init(extraDevices: """

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12's apt, everything vmshim needs to build, run its
+# example guest and run its tests. Swift itself (6.2 or newer) is a prerequisite.
+set -euo pipefail
+packages=(
+  qemu-system-x86 qemu-utils          # the hypervisor and qemu-img
+  libxml2-dev libxml2-utils pkg-config # domain XML parsing (libxml2 via pkg-config)
+  libvirt-daemon-system libvirt-clients # libvirt's RelaxNG schema for 'vmshim validate', the bench reference
+  busybox-static cpio                 # the test guest's initramfs
+  python3 python3-venv                # the Python gRPC client test (grpcio from PyPI in a venv)
+  protobuf-compiler                   # scripts/gen-protos.sh
+)
+if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${packages[@]}"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: the Swift suites (unit, golden argv, QMP against a fake and a
+# real monitor, the shim end to end with real QEMU and the test guest) and the
+# Python grpcio client of the control API. Needs what scripts/apt-deps.sh installs.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+scripts/build-test-guest.sh
+swift build --build-tests
+bin=$(swift build --show-bin-path)
+export VMSHIM_BINARY=$bin/vmshim
+
+echo "== Swift tests"
+swift test --skip-build
+
+echo "== Python control API test (grpcio)"
+venv=${VMSHIM_VENV:-$here/.cache/venv}
+if [[ ! -x $venv/bin/python ]]; then
+  /usr/bin/python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools
+"$venv/bin/python" -m unittest discover -s Tests/python -v
+echo "== all tests passed"
