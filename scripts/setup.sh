@@ -8,8 +8,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 scripts/apt-deps.sh
-swift build -c release --product vmshim
-vmshim=$(swift build -c release --show-bin-path)/vmshim
+vmshim=$(scripts/build-release.sh | tail -n 1)
 scripts/build-test-guest.sh
 
 run_root=${VMSHIM_RUN_ROOT:-/run/vmshim}

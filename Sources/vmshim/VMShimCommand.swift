@@ -23,6 +23,19 @@ struct VMShimCommand: AsyncParsableCommand {
         ],
         defaultSubcommand: Run.self
     )
+
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let options = RunOptions.fastParse(arguments, subcommands: configuration.subcommands.map { $0._commandName }) {
+            do {
+                try await options.execute()
+            } catch {
+                exit(withError: error)
+            }
+            return
+        }
+        await main(nil)
+    }
 }
 
 struct RunRootOption: ParsableArguments {
@@ -61,6 +74,94 @@ func seconds(_ value: Double) -> Duration { .milliseconds(Int64(value * 1000)) }
 
 // MARK: - run
 
+/// Everything `vmshim run` needs, whichever parser produced it.
+struct RunOptions {
+    static let defaultShutdownTimeout = 60.0
+    static let defaultQMPTimeout = 30.0
+    static let defaultLogLevel = "info"
+
+    var runRoot: String?
+    var paused = false
+    var shutdownTimeout = defaultShutdownTimeout
+    var qmpTimeout = defaultQMPTimeout
+    var logDir: String?
+    var logLevel = defaultLogLevel
+    var xml = ""
+
+    /// The plain forms of `vmshim [run] [options] guest.xml`, read without
+    /// ArgumentParser: building its command model costs about 3 ms of every
+    /// guest's start. Anything else (an unknown or malformed option, --help)
+    /// returns nil and goes to the full parser, which owns every message.
+    static func fastParse(_ arguments: [String], subcommands: [String]) -> RunOptions? {
+        var remaining = arguments[...]
+        if remaining.first == "run" {
+            remaining.removeFirst()
+        } else if let first = remaining.first, subcommands.contains(first) || first == "help" {
+            return nil
+        }
+        var options = RunOptions()
+        var positional: [String] = []
+        while let argument = remaining.popFirst() {
+            guard argument.hasPrefix("-") else {
+                positional.append(argument)
+                continue
+            }
+            var name = argument
+            var value: String?
+            if let equals = argument.firstIndex(of: "=") {
+                name = String(argument[..<equals])
+                value = String(argument[argument.index(after: equals)...])
+            }
+            if name == "--paused", value == nil {
+                options.paused = true
+                continue
+            }
+            guard let text = value ?? remaining.popFirst() else { return nil }
+            switch name {
+            case "--run-root": options.runRoot = text
+            case "--log-dir": options.logDir = text
+            case "--log-level": options.logLevel = text
+            case "--shutdown-timeout":
+                guard let number = Double(text) else { return nil }
+                options.shutdownTimeout = number
+            case "--qmp-timeout":
+                guard let number = Double(text) else { return nil }
+                options.qmpTimeout = number
+            default: return nil
+            }
+        }
+        guard positional.count == 1, (try? options.validate()) != nil else { return nil }
+        options.xml = positional[0]
+        return options
+    }
+
+    func validate() throws {
+        guard shutdownTimeout > 0, qmpTimeout > 0 else { throw ValidationError("timeouts must be positive") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+    }
+
+    func execute() async throws {
+        let rootPath = RunDirectory.resolveRoot(runRoot, environment: environmentDictionary())
+        // The run directory is named after the domain, so parse first (once:
+        // the supervisor gets this parse).
+        let text: String
+        let parsed: DomainParser.Parsed
+        do {
+            text = try FileIO.readString(xml)
+            parsed = try DomainParser(file: xml).parse(text)
+        } catch {
+            throw report(error)
+        }
+        let config = ShimConfiguration(
+            xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: parsed.spec.name),
+            logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
+            shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout))
+        let code = await ShimRunner.run(
+            config: config, xml: text, spec: parsed.spec, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
+        throw ExitCode(code)
+    }
+}
+
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start (or reattach to) the guest described by a domain XML and supervise it in the foreground.")
@@ -71,42 +172,29 @@ struct Run: AsyncParsableCommand {
     var paused = false
 
     @Option(help: ArgumentHelp("Seconds the guest gets to power off on SIGTERM/SIGINT before QEMU is quit.", valueName: "seconds"))
-    var shutdownTimeout: Double = 60
+    var shutdownTimeout: Double = RunOptions.defaultShutdownTimeout
 
     @Option(help: ArgumentHelp("Seconds to wait for any QMP reply.", valueName: "seconds"))
-    var qmpTimeout: Double = 30
+    var qmpTimeout: Double = RunOptions.defaultQMPTimeout
 
     @Option(help: ArgumentHelp("Directory for QEMU's log (default /var/log/vmshim, or <run-root>/log with a custom root).", valueName: "dir"))
     var logDir: String?
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    var logLevel: String = RunOptions.defaultLogLevel
 
     @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
     var xml: String
 
-    func validate() throws {
-        guard shutdownTimeout > 0, qmpTimeout > 0 else { throw ValidationError("timeouts must be positive") }
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+    var options: RunOptions {
+        RunOptions(
+            runRoot: root.runRoot, paused: paused, shutdownTimeout: shutdownTimeout, qmpTimeout: qmpTimeout, logDir: logDir,
+            logLevel: logLevel, xml: xml)
     }
 
-    func run() async throws {
-        let rootPath = root.resolved
-        // The run directory is named after the domain, so read the name first.
-        let name: String
-        do {
-            let text = try FileIO.readString(xml)
-            name = try DomainParser(file: xml).parse(text).spec.name
-        } catch {
-            throw report(error)
-        }
-        let config = ShimConfiguration(
-            xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: name),
-            logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
-            shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout))
-        let code = await ShimRunner.run(config: config, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
-        throw ExitCode(code)
-    }
+    func validate() throws { try options.validate() }
+
+    func run() async throws { try await options.execute() }
 }
 
 // MARK: - list / status

@@ -24,11 +24,6 @@ public final class ControlServer: Sendable {
         try await server.serve()
     }
 
-    /// Returns once the server accepts calls (so a stop cannot race its start).
-    public func waitUntilListening() async throws {
-        _ = try await server.listeningAddress
-    }
-
     public func stop() {
         server.beginGracefulShutdown()
     }

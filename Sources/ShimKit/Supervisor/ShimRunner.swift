@@ -11,7 +11,11 @@ import Glibc
 /// shutdown timeout); a second one destroys it. The shim's exit code says how
 /// the VM ended (docs/cli.md).
 public enum ShimRunner {
-    public static func run(config: ShimConfiguration, logLevel: Logger.Level = .info) async -> Int32 {
+    /// `xml` and `spec` may come from the caller's own read of the file
+    /// (it needed the domain's name), so it is read and parsed once.
+    public static func run(
+        config: ShimConfiguration, xml: String? = nil, spec: DomainSpec? = nil, logLevel: Logger.Level = .info
+    ) async -> Int32 {
         let name = config.runDirectory.name
         let logger = Logger(label: "vmshim[\(name)]") { ShimLogHandler(label: $0, level: logLevel) }
         func fail(_ error: any Error) -> Int32 {
@@ -19,15 +23,15 @@ public enum ShimRunner {
             return ShimOutcome.Code.startFailed
         }
 
-        let xml: String
+        let text: String
         do {
-            xml = try FileIO.readString(config.xmlPath)
+            text = try xml ?? FileIO.readString(config.xmlPath)
         } catch {
             return fail(ShimError(.invalidArgument, "cannot read \(config.xmlPath): \(error)"))
         }
         let supervisor: VMSupervisor
         do {
-            supervisor = try VMSupervisor(config: config, xml: xml, logger: logger)
+            supervisor = try VMSupervisor(config: config, xml: text, spec: spec, logger: logger)
         } catch {
             return fail(error)
         }
@@ -39,10 +43,20 @@ public enum ShimRunner {
         } catch {
             return fail(error)
         }
-        let group = EventLoops.shared
+        // The control socket is bound now, so clients can connect at once;
+        // the gRPC server starts serving once the VM has started. Its
+        // start-up would otherwise compete with QEMU's for the CPU (measured:
+        // about 3 ms of every start), and a call made meanwhile waits in the
+        // socket's backlog as it would wait for the start anyway.
         let server: ControlServer
         do {
-            server = try ControlServer(supervisor: supervisor, path: config.runDirectory.controlSocket, group: group)
+            server = try ControlServer(supervisor: supervisor, path: config.runDirectory.controlSocket, group: EventLoops.shared)
+        } catch {
+            await supervisor.cleanUp()
+            return fail(error)
+        }
+        do {
+            try await supervisor.start()
         } catch {
             await supervisor.cleanUp()
             return fail(error)
@@ -53,23 +67,6 @@ public enum ShimRunner {
             } catch {
                 logger.error("control API stopped: \(error)")
             }
-        }
-        do {
-            try await server.waitUntilListening()
-        } catch {
-            server.stop()
-            await serving.value
-            await supervisor.cleanUp()
-            return fail(ShimError(.system, "cannot serve the control API on \(config.runDirectory.controlSocket): \(error)", cause: error))
-        }
-
-        do {
-            try await supervisor.start()
-        } catch {
-            server.stop()
-            await serving.value
-            await supervisor.cleanUp()
-            return fail(error)
         }
         let status = await supervisor.status
         logger.info(

@@ -53,7 +53,7 @@ public actor VMSupervisor {
 
     /// Parses, validates and prepares the domain. Nothing is started and
     /// nothing is created on the host; a bad XML fails here.
-    public init(config: ShimConfiguration, xml: String, logger: Logger) throws {
+    public init(config: ShimConfiguration, xml: String, spec parsedSpec: DomainSpec? = nil, logger: Logger) throws {
         self.config = config
         self.logger = logger
         self.sourceXML = xml
@@ -67,8 +67,8 @@ public actor VMSupervisor {
                 .invalidArgument,
                 "domain '\(config.runDirectory.name)': its run directory \(runPath) would hold the log directory \(logDirectory); pass --log-dir elsewhere or rename the domain")
         }
-        let parsed = try DomainParser(file: config.xmlPath).parse(xml)
-        self.spec = try VMSupervisor.prepare(parsed.spec, file: config.xmlPath, runDirectory: config.runDirectory)
+        let parsed = try parsedSpec ?? DomainParser(file: config.xmlPath).parse(xml).spec
+        self.spec = try VMSupervisor.prepare(parsed, file: config.xmlPath, runDirectory: config.runDirectory)
         self.startedAt = Int64(time(nil))
         self.statusWriter = StatusWriter(path: config.runDirectory.statusFile)
     }
@@ -285,26 +285,35 @@ public actor VMSupervisor {
     /// command line cannot express, the balloon target and stats period, and
     /// link states; it also learns the pty paths QEMU allocated.
     private func setUpBeforeStart(_ client: QMPClient) async throws {
-        // Panics pause the guest so on_crash decides; on_reboot=destroy turns
-        // a guest reboot into a shutdown we can act on.
-        try await client.run(SetAction(reboot: spec.lifecycle.onReboot == .destroy ? "shutdown" : nil, panic: "pause"))
-        if let balloon = spec.devices.memballoon, balloon.model == .virtio {
-            if let period = balloon.statsPeriodSeconds {
-                try await client.run(
-                    QOMSet(path: "/machine/peripheral/\(balloon.alias)", property: "guest-stats-polling-interval", value: .number(period)))
+        // Sent back to back and awaited together: QEMU runs them in order,
+        // and the start pays one round trip instead of one per command.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // Panics pause the guest so on_crash decides; on_reboot=destroy
+            // turns a guest reboot into a shutdown we can act on.
+            let setAction = SetAction(reboot: spec.lifecycle.onReboot == .destroy ? "shutdown" : nil, panic: "pause")
+            group.addTask { try await client.run(setAction) }
+            if let balloon = spec.devices.memballoon, balloon.model == .virtio {
+                if let period = balloon.statsPeriodSeconds {
+                    let statsPeriod = QOMSet(
+                        path: "/machine/peripheral/\(balloon.alias)", property: "guest-stats-polling-interval", value: .number(period))
+                    group.addTask { try await client.run(statsPeriod) }
+                }
+                let target = Balloon(bytes: spec.memory.currentKiB * 1024)
+                group.addTask { try await client.run(target) }
             }
-            try await client.run(Balloon(bytes: spec.memory.currentKiB * 1024))
-        }
-        for nic in spec.devices.interfaces where !nic.linkUp {
-            try await client.execute("set_link", ["name": .string(nic.alias), "up": false])
+            for nic in spec.devices.interfaces where !nic.linkUp {
+                let name = nic.alias
+                group.addTask { try await client.execute("set_link", ["name": .string(name), "up": false]) }
+            }
+            try await group.waitForAll()
         }
         try await refreshCharDevicePaths(client)
     }
 
     private func refreshCharDevicePaths(_ client: QMPClient) async throws {
         let all = spec.devices.serials + spec.devices.channels
-        guard !all.isEmpty else { return }
-        let chardevs = try await client.run(QueryChardev())
+        // Only a pty's path is chosen by QEMU; the others are ours.
+        let chardevs = all.contains { $0.backend == .pty } ? try await client.run(QueryChardev()) : []
         for device in all {
             switch device.backend {
             case .pty:
