@@ -54,4 +54,26 @@ import Testing
         let list = try run(["list", "--run-root", "/tmp/vmshim-cli-empty-\(UUID().uuidString.prefix(4))"])
         #expect(list.status == 0 && list.output.contains("NAME"))
     }
+
+    /// validate: libvirt's RelaxNG schema (from Debian's libvirt0), then vmshim's own rules.
+    @Test func validateUsesLibvirtsSchemaThenOurs() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("examples/tiny.xml").path
+        let good = try run(["validate", example])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(good.output.contains("matches libvirt's schema") && good.output.contains("vmshim can run domain 'tiny'"))
+
+        let invalid = FileManager.default.temporaryDirectory.appendingPathComponent("v-\(UUID().uuidString.prefix(6)).xml").path
+        try domainXML(type: "nonsense").write(toFile: invalid, atomically: true, encoding: .utf8)
+        defer { FileIO.remove(invalid) }
+        let schemaError = try run(["validate", invalid])
+        #expect(schemaError.status == 1)
+        #expect(schemaError.output.contains("\(invalid):1:") && schemaError.output.contains("does not match libvirt's schema"))
+
+        let refused = try refusedXML()
+        defer { FileIO.remove(refused) }
+        let ours = try run(["validate", refused])
+        #expect(ours.status == 1)
+        #expect(ours.output.contains("matches libvirt's schema") && ours.output.contains("<sound>"))
+    }
 }
