@@ -75,7 +75,16 @@ has() { case " $cmdline " in *" $1 "*) return 0;; esac; return 1; }
 action=
 for w in $cmdline; do case $w in vmshim.action=*) action=${w#vmshim.action=};; esac; done
 mkdir -p /var/log /var/run
-has vmshim.noacpid || acpid -c /etc/acpi
+# The marker promises that the power button works, so wait until acpid holds
+# the input device open: a press before that would be lost.
+if ! has vmshim.noacpid; then
+  acpid -c /etc/acpi
+  n=0
+  while [ $n -lt 100 ]; do
+    p=$(pidof acpid) && ls -l /proc/$p/fd 2>/dev/null | grep -q /dev/input/event && break
+    n=$((n + 1)); usleep 50000
+  done
+fi
 echo "VMSHIM-GUEST-READY" > /dev/ttyS0
 case $action in
   poweroff) poweroff -f ;;
