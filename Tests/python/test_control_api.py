@@ -192,8 +192,14 @@ class ControlAPIFromPython(unittest.TestCase):
         self.assertIn("STOP", names)
         self.assertIn(self.pb2.STATE_RUNNING, states)
         self.assertIn(self.pb2.STATE_PAUSED, states)
+        # The first message is the state at subscription (paused), stamped
+        # with the sequence of the events before it; then strictly newer ones.
+        self.assertEqual(events[0].WhichOneof("kind"), "lifecycle")
+        self.assertEqual(events[0].lifecycle.state, self.pb2.STATE_PAUSED)
+        self.assertGreater(events[0].sequence, 0)
+        self.assertGreater(events[0].timestamp_unix_micros, int((time.time() - 600) * 1e6))
         sequences = [e.sequence for e in events]
-        self.assertEqual(sequences, sorted(sequences))
+        self.assertEqual(sequences, sorted(set(sequences)))
 
     def test_6_shutdown_ends_the_shim(self):
         self.stub.Resume(self.pb2.ResumeRequest(), timeout=30)

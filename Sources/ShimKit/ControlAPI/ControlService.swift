@@ -87,34 +87,33 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     func watchEvents(
         request: Vmshim_Control_V1_WatchEventsRequest, response: RPCWriter<Vmshim_Control_V1_Event>, context: ServerContext
     ) async throws {
-        let events = await supervisor.subscribe()
         // The current state first, so a watcher never misses where the VM is.
-        let status = await supervisor.status
-        var first = Vmshim_Control_V1_Event()
-        var lifecycle = Vmshim_Control_V1_LifecycleEvent()
-        lifecycle.state = ControlService.wireState(status.state)
-        lifecycle.reason = status.reason
-        first.lifecycle = lifecycle
-        try await response.write(first)
+        let (snapshot, events) = await supervisor.subscribeWithSnapshot()
+        if let first = ControlService.wireEvent(snapshot, includeQMP: true) { try await response.write(first) }
         for await event in events {
-            var message = Vmshim_Control_V1_Event()
-            message.sequence = event.sequence
-            message.timestampUnixMicros = event.timestampMicros
-            switch event.kind {
-            case .lifecycle(let state, let reason):
-                var lifecycle = Vmshim_Control_V1_LifecycleEvent()
-                lifecycle.state = ControlService.wireState(state)
-                lifecycle.reason = reason
-                message.lifecycle = lifecycle
-            case .qmp(let qmpEvent):
-                guard request.includeQmp else { continue }
-                var wire = Vmshim_Control_V1_QMPEvent()
-                wire.name = qmpEvent.name
-                wire.dataJson = JSONValue.object(qmpEvent.data).description
-                message.qmp = wire
-            }
+            guard let message = ControlService.wireEvent(event, includeQMP: request.includeQmp) else { continue }
             try await response.write(message)
         }
+    }
+
+    static func wireEvent(_ event: VMEvent, includeQMP: Bool) -> Vmshim_Control_V1_Event? {
+        var message = Vmshim_Control_V1_Event()
+        message.sequence = event.sequence
+        message.timestampUnixMicros = event.timestampMicros
+        switch event.kind {
+        case .lifecycle(let state, let reason):
+            var lifecycle = Vmshim_Control_V1_LifecycleEvent()
+            lifecycle.state = ControlService.wireState(state)
+            lifecycle.reason = reason
+            message.lifecycle = lifecycle
+        case .qmp(let qmpEvent):
+            guard includeQMP else { return nil }
+            var wire = Vmshim_Control_V1_QMPEvent()
+            wire.name = qmpEvent.name
+            wire.dataJson = JSONValue.object(qmpEvent.data).description
+            message.qmp = wire
+        }
+        return message
     }
 
     private func operationResponse() async -> Vmshim_Control_V1_OperationResponse {

@@ -95,6 +95,15 @@ public actor VMSupervisor {
 
     public func subscribe() -> AsyncStream<VMEvent> { eventHub.subscribe() }
 
+    /// Subscribes and returns where the VM is now, in one actor turn: the
+    /// snapshot carries the sequence of the last event published, so every
+    /// event in the stream is newer than it and none is missed in between.
+    public func subscribeWithSnapshot() -> (snapshot: VMEvent, events: AsyncStream<VMEvent>) {
+        let events = eventHub.subscribe()
+        let snapshot = VMEvent(sequence: eventSequence, timestampMicros: Self.nowMicros(), kind: .lifecycle(state: state, reason: reason))
+        return (snapshot, events)
+    }
+
     func liveXML() -> String {
         (try? LiveXML.render(source: sourceXML, file: sourceName, spec: spec, runtime: runtime)) ?? sourceXML
     }
@@ -128,9 +137,13 @@ public actor VMSupervisor {
 
     private func publish(_ kind: VMEvent.Kind) {
         eventSequence += 1
+        eventHub.yield(VMEvent(sequence: eventSequence, timestampMicros: Self.nowMicros(), kind: kind))
+    }
+
+    private static func nowMicros() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        eventHub.yield(VMEvent(sequence: eventSequence, timestampMicros: Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000, kind: kind))
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 
     // MARK: - Start

@@ -153,7 +153,7 @@ public nonisolated struct Vmshim_Control_V1_DomainState: Sendable {
 
   public var state: Vmshim_Control_V1_State = .unspecified
 
-  /// Why: booted, user, unpaused, guest-shutdown, crashed, ...
+  /// Why: booted, user, unpaused, shutdown, crashed, ... (docs/status-file.md)
   public var reason: String = String()
 
   public var shimPid: Int32 = 0
