@@ -10,6 +10,7 @@ reaches the benchmark, which then cleans up in order.
 """
 
 import datetime
+import grp
 import json
 import os
 import platform
@@ -787,7 +788,31 @@ def libvirt_reachable():
                             text=True, timeout=30)
     if result.returncode != 0:
         return False, (result.stderr or result.stdout).strip()
+    give_kvm_to_its_group()
     return True, ""
+
+
+def give_kvm_to_its_group():
+    """Sets /dev/kvm to root:kvm 0660, as Debian's udev rule does, when a host
+    without udev left it root-only. libvirt probes QEMU's capabilities as root
+    (KVM usable) but checks the cache as libvirt-qemu (KVM not usable), finds
+    the cache outdated and re-probes on every domain start: ~48 s per start,
+    which would measure a broken host, not libvirt. The guests stay TCG."""
+    try:
+        st = os.stat("/dev/kvm")
+        kvm_gid = grp.getgrnam("kvm").gr_gid
+    except (OSError, KeyError):
+        return
+    if st.st_gid == kvm_gid and st.st_mode & 0o060 == 0o060:
+        return
+    try:
+        os.chown("/dev/kvm", 0, kvm_gid)
+        os.chmod("/dev/kvm", 0o660)
+        print("bench: /dev/kvm was root-only; set it to root:kvm 0660 as udev would, "
+              "so libvirt does not re-probe QEMU on every start", file=sys.stderr)
+    except OSError as error:
+        print(f"bench: warning: /dev/kvm is root-only and cannot be changed ({error}); "
+              "libvirt will re-probe QEMU on every start and look far slower than it is", file=sys.stderr)
 
 
 LIBVIRT_HINT = "start the daemons with 'virtlogd -d; libvirtd -d' (as root)"
