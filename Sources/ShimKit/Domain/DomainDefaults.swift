@@ -33,8 +33,10 @@ public struct DomainDefaults {
         self.environment = environment
     }
 
-    func error(_ message: String, code: ShimError.Code = .invalidArgument) -> ShimError {
-        ShimError(code, "\(file): \(message)")
+    /// Errors found after parsing name the line of the element they are
+    /// about when it came from the document (not for devices vmshim added).
+    func error(_ message: String, at line: Int? = nil, code: ShimError.Code = .invalidArgument) -> ShimError {
+        ShimError(code, line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)")
     }
 
     /// libvirt's MAC prefix for QEMU guests plus three random bytes.
@@ -104,34 +106,34 @@ public struct DomainDefaults {
                 break
             case .ide:
                 if isQ35 {
-                    throw error("disk '\(disk.targetDev)': IDE controllers are unsupported for the q35 machine type; use bus='sata'")
+                    throw error("disk '\(disk.targetDev)': IDE controllers are unsupported for the q35 machine type; use bus='sata'", at: disk.xmlLine)
                 }
                 if disk.device == .disk, disk.readOnly {
-                    throw error("disk '\(disk.targetDev)': readonly ide disks are not supported (libvirt refuses them too)")
+                    throw error("disk '\(disk.targetDev)': readonly ide disks are not supported (libvirt refuses them too)", at: disk.xmlLine)
                 }
                 if disk.driveAddress == nil {
                     let i = DomainParser.diskIndex(disk.targetDev) ?? 0
                     disk.driveAddress = DriveAddress(controller: i / 4, bus: (i % 4) / 2, unit: i % 2)
                 }
                 if let address = disk.driveAddress, address.controller > 0 || address.bus > 1 || address.unit > 1 {
-                    throw error("disk '\(disk.targetDev)': the PIIX3 IDE controller has two buses with two units each")
+                    throw error("disk '\(disk.targetDev)': the PIIX3 IDE controller has two buses with two units each", at: disk.xmlLine)
                 }
             case .sata:
                 if disk.device == .disk, disk.readOnly {
-                    throw error("disk '\(disk.targetDev)': readonly sata disks are not supported (libvirt refuses them too)")
+                    throw error("disk '\(disk.targetDev)': readonly sata disks are not supported (libvirt refuses them too)", at: disk.xmlLine)
                 }
                 if disk.driveAddress == nil {
                     let i = DomainParser.diskIndex(disk.targetDev) ?? 0
                     disk.driveAddress = DriveAddress(controller: i / 6, bus: 0, unit: i % 6)
                 }
                 if let address = disk.driveAddress, address.bus != 0 || address.unit > 5 {
-                    throw error("disk '\(disk.targetDev)': a SATA controller has bus 0 with units 0 to 5")
+                    throw error("disk '\(disk.targetDev)': a SATA controller has bus 0 with units 0 to 5", at: disk.xmlLine)
                 }
             }
             if let address = disk.driveAddress {
                 let key = "\(disk.bus)-\(address.controller)-\(address.bus)-\(address.unit)"
                 guard usedDriveAddresses.insert(key).inserted else {
-                    throw error("disks share the drive address controller \(address.controller) bus \(address.bus) unit \(address.unit)")
+                    throw error("disks share the drive address controller \(address.controller) bus \(address.bus) unit \(address.unit)", at: disk.xmlLine)
                 }
             }
             arranged[index] = disk
@@ -146,31 +148,31 @@ public struct DomainDefaults {
         for controller in explicit {
             switch (controller.kind, controller.model, controller.index) {
             case (.pci, "pci-root"?, let index):
-                guard !isQ35 else { throw error("the q35 machine type needs model='pcie-root' for PCI controller 0") }
-                guard index == 0 else { throw error("pci-root must have index 0") }
+                guard !isQ35 else { throw error("the q35 machine type needs model='pcie-root' for PCI controller 0", at: controller.xmlLine) }
+                guard index == 0 else { throw error("pci-root must have index 0", at: controller.xmlLine) }
             case (.pci, "pcie-root"?, let index):
-                guard isQ35 else { throw error("model='pcie-root' needs the q35 machine type") }
-                guard index == 0 else { throw error("pcie-root must have index 0") }
+                guard isQ35 else { throw error("model='pcie-root' needs the q35 machine type", at: controller.xmlLine) }
+                guard index == 0 else { throw error("pcie-root must have index 0", at: controller.xmlLine) }
             case (.pci, "pcie-root-port"?, let index):
-                guard isQ35 else { throw error("pcie-root-port controllers need the q35 machine type") }
-                guard index > 0 else { throw error("PCI controller index 0 is the root bus") }
+                guard isQ35 else { throw error("pcie-root-port controllers need the q35 machine type", at: controller.xmlLine) }
+                guard index > 0 else { throw error("PCI controller index 0 is the root bus", at: controller.xmlLine) }
             case (.pci, "pci-bridge"?, let index):
                 guard !isQ35 else {
-                    throw error("pci-bridge on q35 needs a dmi-to-pci-bridge, which vmshim does not support yet", code: .unsupported)
+                    throw error("pci-bridge on q35 needs a dmi-to-pci-bridge, which vmshim does not support yet", at: controller.xmlLine, code: .unsupported)
                 }
-                guard index > 0 else { throw error("PCI controller index 0 is the root bus") }
+                guard index > 0 else { throw error("PCI controller index 0 is the root bus", at: controller.xmlLine) }
             case (.ide, _, let index):
-                guard !isQ35 else { throw error("IDE controllers are unsupported for the q35 machine type") }
-                guard index == 0 else { throw error("only IDE controller 0 (the PIIX3 one) is supported") }
+                guard !isQ35 else { throw error("IDE controllers are unsupported for the q35 machine type", at: controller.xmlLine) }
+                guard index == 0 else { throw error("only IDE controller 0 (the PIIX3 one) is supported", at: controller.xmlLine) }
             case (.usb, "piix3-uhci"?, _) where isQ35:
-                throw error("the piix3-uhci USB controller belongs to the pc machine type; use qemu-xhci on q35")
+                throw error("the piix3-uhci USB controller belongs to the pc machine type; use qemu-xhci on q35", at: controller.xmlLine)
             default:
                 break
             }
         }
         var seen = Set<String>()
         for controller in explicit where !seen.insert("\(controller.kind.rawValue)/\(controller.index)").inserted {
-            throw error("two <controller type='\(controller.kind.rawValue)' index='\(controller.index)'> elements")
+            throw error("two <controller type='\(controller.kind.rawValue)' index='\(controller.index)'> elements", at: controller.xmlLine)
         }
 
         // Explicit controllers: grouped by type in order of first appearance, by index within a type.
@@ -218,13 +220,16 @@ public struct DomainDefaults {
         var usedPorts = Set(spec.devices.serials.compactMap(\.targetPort))
         for index in spec.devices.serials.indices where spec.devices.serials[index].targetPort == nil {
             guard let port = (0...3).first(where: { !usedPorts.contains($0) }) else {
-                throw error("more than four serial ports; the PC has COM1 to COM4")
+                throw error("more than four serial ports; the PC has COM1 to COM4", at: spec.devices.serials[index].xmlLine)
             }
             spec.devices.serials[index].targetPort = port
             usedPorts.insert(port)
         }
-        if Set(spec.devices.serials.compactMap(\.targetPort)).count != spec.devices.serials.count {
-            throw error("two <serial> devices use the same target port")
+        var seenPorts = Set<Int>()
+        for serial in spec.devices.serials {
+            if let port = serial.targetPort, !seenPorts.insert(port).inserted {
+                throw error("two <serial> devices use target port \(port)", at: serial.xmlLine)
+            }
         }
         // A serial console is the serial port it names; without one libvirt creates it.
         for index in spec.devices.consoles.indices {
@@ -246,8 +251,11 @@ public struct DomainDefaults {
             spec.devices.channels[index].targetPort = nr
             usedNr.insert(nr)
         }
-        if Set(spec.devices.channels.compactMap(\.targetPort)).count != spec.devices.channels.count {
-            throw error("two channels use the same virtio-serial port")
+        var seenNr = Set<Int>()
+        for channel in spec.devices.channels {
+            if let nr = channel.targetPort, !seenNr.insert(nr).inserted {
+                throw error("two channels use virtio-serial port \(nr)", at: channel.xmlLine)
+            }
         }
     }
 
@@ -256,7 +264,7 @@ public struct DomainDefaults {
     func arrangeInputsAndVideo(_ spec: inout DomainSpec) throws {
         let usbModel = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }?.model
         for input in spec.devices.inputs where input.bus == .usb && usbModel == "none" {
-            throw error("a USB \(input.kind.rawValue) needs a USB controller, but the domain has model='none'")
+            throw error("a USB \(input.kind.rawValue) needs a USB controller, but the domain has model='none'", at: input.xmlLine)
         }
         // libvirt always lists a PS/2 mouse and keyboard on x86 (they are part of the chipset).
         for kind in [DomainSpec.Input.Kind.mouse, .keyboard]
@@ -267,7 +275,7 @@ public struct DomainDefaults {
         }
 
         let primaries = spec.devices.videos.filter(\.primary)
-        if primaries.count > 1 { throw error("only one <video> can be primary='yes'") }
+        if primaries.count > 1 { throw error("only one <video> can be primary='yes'", at: primaries[1].xmlLine) }
         if let index = spec.devices.videos.firstIndex(where: \.primary), index != 0 {
             let primary = spec.devices.videos.remove(at: index)
             spec.devices.videos.insert(primary, at: 0)
@@ -278,12 +286,12 @@ public struct DomainDefaults {
             video.implicit = true
             spec.devices.videos.append(video)
         }
-        if spec.devices.videos.count > 1, spec.devices.videos.dropFirst().contains(where: { $0.model == .none }) {
-            throw error("video model 'none' can only be the only video device")
+        if spec.devices.videos.count > 1, let none = spec.devices.videos.first(where: { $0.model == .none }) {
+            throw error("video model 'none' can only be the only video device", at: none.xmlLine)
         }
         for (index, video) in spec.devices.videos.enumerated() where index > 0 {
             guard video.model == .qxl || video.model == .virtio else {
-                throw error("a secondary video device must be qxl or virtio, not \(video.model.rawValue)")
+                throw error("a secondary video device must be qxl or virtio, not \(video.model.rawValue)", at: video.xmlLine)
             }
         }
         if !spec.devices.videos.isEmpty { spec.devices.videos[0].primary = spec.devices.videos[0].model != .none }

@@ -10,41 +10,41 @@ extension DomainParser {
                 continue
             case "disk":
                 child.consumed = true
-                devices.disks.append(try parseDisk(child).at(position))
+                devices.disks.append(try parseDisk(child).at(position, line: child.line))
             case "controller":
                 child.consumed = true
-                devices.controllers.append(try parseController(child).at(position))
+                devices.controllers.append(try parseController(child).at(position, line: child.line))
             case "interface":
                 child.consumed = true
-                devices.interfaces.append(try parseInterface(child).at(position))
+                devices.interfaces.append(try parseInterface(child).at(position, line: child.line))
             case "serial":
                 child.consumed = true
-                devices.serials.append(try parseCharDevice(child, kind: .serial).at(position))
+                devices.serials.append(try parseCharDevice(child, kind: .serial).at(position, line: child.line))
             case "console":
                 child.consumed = true
-                devices.consoles.append(try parseCharDevice(child, kind: .console).at(position))
+                devices.consoles.append(try parseCharDevice(child, kind: .console).at(position, line: child.line))
             case "channel":
                 child.consumed = true
-                devices.channels.append(try parseCharDevice(child, kind: .channel).at(position))
+                devices.channels.append(try parseCharDevice(child, kind: .channel).at(position, line: child.line))
             case "input":
                 child.consumed = true
-                devices.inputs.append(try parseInput(child).at(position))
+                devices.inputs.append(try parseInput(child).at(position, line: child.line))
             case "graphics":
                 child.consumed = true
-                devices.graphics.append(try parseGraphics(child).at(position))
+                devices.graphics.append(try parseGraphics(child).at(position, line: child.line))
             case "video":
                 child.consumed = true
-                devices.videos.append(try parseVideo(child).at(position))
+                devices.videos.append(try parseVideo(child).at(position, line: child.line))
             case "memballoon":
                 child.consumed = true
                 guard devices.memballoon == nil else { throw reader.error(child, "only one <memballoon> is allowed") }
-                devices.memballoon = try parseMemballoon(child).at(position)
+                devices.memballoon = try parseMemballoon(child).at(position, line: child.line)
             case "rng":
                 child.consumed = true
-                devices.rngs.append(try parseRNG(child).at(position))
+                devices.rngs.append(try parseRNG(child).at(position, line: child.line))
             case "panic":
                 child.consumed = true
-                devices.panics.append(try parsePanic(child).at(position))
+                devices.panics.append(try parsePanic(child).at(position, line: child.line))
             case "audio":
                 child.consumed = true
                 let type = reader.attribute(child, "type")
@@ -730,12 +730,14 @@ extension DomainSpec.Input {
 /// Devices that remember where they came from in the document.
 protocol DocumentPositioned {
     var xmlIndex: Int? { get set }
+    var xmlLine: Int? { get set }
 }
 
 extension DocumentPositioned {
-    func at(_ position: Int) -> Self {
+    func at(_ position: Int, line: Int) -> Self {
         var copy = self
         copy.xmlIndex = position
+        copy.xmlLine = line
         return copy
     }
 }

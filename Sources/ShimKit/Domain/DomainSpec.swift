@@ -259,6 +259,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
         public var driveAddress: DriveAddress?
     }
@@ -281,6 +283,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
         /// True when vmshim added it (as libvirt would), not the user.
         public var implicit = false
@@ -303,6 +307,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
     }
 
@@ -330,6 +336,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
     }
 
     public struct Input: Sendable, Equatable {
@@ -341,6 +349,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
         /// An explicit `<address type='usb' port=…>` ("1", or "1.2" behind a hub).
         public var usbPort: String?
@@ -358,6 +368,8 @@ extension DomainSpec {
         public var listen: Listen
         public var passwordSet: Bool
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         /// With autoport, the port a live definition records: the one the
         /// running QEMU already listens on (used only when reattaching).
         public var recordedPort: Int?
@@ -377,6 +389,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
     }
 
@@ -389,6 +403,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
     }
 
@@ -403,6 +419,8 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
         public var pciAddress: PCIAddress?
     }
 
@@ -411,5 +429,7 @@ extension DomainSpec {
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
     }
 }

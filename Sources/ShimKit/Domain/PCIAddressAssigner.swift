@@ -26,7 +26,10 @@ struct PCIAddressAssigner {
         var isExpress: Bool
     }
 
-    func error(_ message: String) -> ShimError { ShimError(.invalidArgument, "\(file): \(message)") }
+    /// Names the line of the element whose address is wrong when there is one.
+    func error(_ message: String, at line: Int? = nil) -> ShimError {
+        ShimError(.invalidArgument, line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)")
+    }
 
     func assign(_ spec: inout DomainSpec) throws {
         var used = Set<PCIAddress.Key>()
@@ -40,41 +43,42 @@ struct PCIAddressAssigner {
 
     // MARK: - Explicit addresses
 
-    func explicitAddresses(_ spec: DomainSpec) -> [(String, PCIAddress)] {
-        var all: [(String, PCIAddress)] = []
-        for c in spec.devices.controllers { if let a = c.pciAddress { all.append(("controller \(c.kind.rawValue) \(c.index)", a)) } }
-        for n in spec.devices.interfaces { if let a = n.pciAddress { all.append(("interface \(n.mac)", a)) } }
-        for d in spec.devices.disks { if let a = d.pciAddress { all.append(("disk \(d.targetDev)", a)) } }
-        if let a = spec.devices.memballoon?.pciAddress { all.append(("memballoon", a)) }
-        for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a)) } }
-        for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a)) } }
-        for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a)) } }
+    /// Addresses given in the document: who (for messages), where, and the element's line.
+    func explicitAddresses(_ spec: DomainSpec) -> [(name: String, address: PCIAddress, line: Int?)] {
+        var all: [(name: String, address: PCIAddress, line: Int?)] = []
+        for c in spec.devices.controllers { if let a = c.pciAddress { all.append(("controller \(c.kind.rawValue) \(c.index)", a, c.xmlLine)) } }
+        for n in spec.devices.interfaces { if let a = n.pciAddress { all.append(("interface \(n.mac)", a, n.xmlLine)) } }
+        for d in spec.devices.disks { if let a = d.pciAddress { all.append(("disk \(d.targetDev)", a, d.xmlLine)) } }
+        if let m = spec.devices.memballoon, let a = m.pciAddress { all.append(("memballoon", a, m.xmlLine)) }
+        for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a, r.xmlLine)) } }
+        for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a, v.xmlLine)) } }
+        for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a, input.xmlLine)) } }
         return all
     }
 
     func reserveExplicit(_ spec: DomainSpec, _ used: inout Set<PCIAddress.Key>) throws {
         let buses = Set(spec.devices.controllers.filter { $0.kind == .pci }.map(\.index))
-        for (name, address) in explicitAddresses(spec) {
+        for (name, address, line) in explicitAddresses(spec) {
             guard buses.contains(address.bus) else {
-                throw error("\(name) is on PCI bus \(address.bus), but no PCI controller has index \(address.bus)")
+                throw error("\(name) is on PCI bus \(address.bus), but no PCI controller has index \(address.bus)", at: line)
             }
             if !spec.os.isQ35, address.bus == 0, address.slot <= 1, !(name.hasPrefix("controller usb 0") && address == PCIAddress(bus: 0, slot: 1, function: 2)) {
                 if !(name.hasPrefix("controller ide") && address == PCIAddress(bus: 0, slot: 1, function: 1)) {
-                    throw error("\(name): PCI slots 0 and 1 of bus 0 belong to the i440FX chipset")
+                    throw error("\(name): PCI slots 0 and 1 of bus 0 belong to the i440FX chipset", at: line)
                 }
             }
             if spec.os.isQ35, address.bus == 0, address.slot == 0x1F || address.slot == 0 {
                 if !(name.hasPrefix("controller sata 0") && address == PCIAddress(bus: 0, slot: 0x1F, function: 2)) {
-                    throw error("\(name): PCI slots 0 and 0x1f of pcie.0 belong to the Q35 chipset")
+                    throw error("\(name): PCI slots 0 and 0x1f of pcie.0 belong to the Q35 chipset", at: line)
                 }
             }
             if let bus = spec.devices.controllers.first(where: { $0.kind == .pci && $0.index == address.bus }),
                 bus.model == "pcie-root-port", address.slot != 0
             {
-                throw error("\(name): a pcie-root-port has a single slot, 0 (got slot \(address.slot))")
+                throw error("\(name): a pcie-root-port has a single slot, 0 (got slot \(address.slot))", at: line)
             }
             guard used.insert(address.key).inserted else {
-                throw error("\(name): PCI address \(address) is used twice")
+                throw error("\(name): PCI address \(address) is used twice", at: line)
             }
         }
     }

@@ -81,6 +81,17 @@ func domainXML(devices: String = "", extra: String = "", type: String = "qemu", 
         ("", "  <on_crash>explode</on_crash>", ["t.xml:8:", "<on_crash>", "explode"]),
         ("", "  <cpu mode='custom'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu>",
          ["t.xml:8:", "topology", "2"]),
+        // Found while filling in defaults: still the line of the offending element.
+        ("    <serial type='pty'><target port='1'/></serial>\n    <serial type='pty'><target port='1'/></serial>", "",
+         ["t.xml:11:", "target port 1"]),
+        ("    <disk type='file' device='disk'><source file='/a'/><target dev='sda' bus='sata'/><readonly/></disk>", "",
+         ["t.xml:10:", "readonly sata"]),
+        ("    <controller type='pci' index='0' model='pcie-root'/>", "", ["t.xml:10:", "q35"]),
+        ("    <video><model type='vga' primary='yes'/></video>\n    <video><model type='qxl' primary='yes'/></video>", "",
+         ["t.xml:11:", "primary='yes'"]),
+        ("    <rng model='virtio'><backend model='random'>/dev/urandom</backend><address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/></rng>\n"
+            + "    <rng model='virtio'><backend model='random'>/dev/urandom</backend><address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/></rng>", "",
+         ["t.xml:11:", "used twice"]),
     ] as [(String, String, [String])])
     func refusesWithLocation(devices: String, extra: String, fragments: [String]) {
         let xml = domainXML(devices: devices, extra: extra)
