@@ -434,6 +434,12 @@ struct Events: AsyncParsableCommand {
                 case .qmp(let qmpEvent)?:
                     object["event"] = .string(qmpEvent.name)
                     object["data"] = (try? JSONValue.parse(qmpEvent.dataJson)) ?? .null
+                case .diskChange(let change)?:
+                    object["event"] = "disk-change"
+                    object["data"] = [
+                        "dev": .string(change.targetDev), "alias": .string(change.alias),
+                        "oldSource": .string(change.oldSource), "reason": .string(change.reason),
+                    ]
                 case nil:
                     break
                 }

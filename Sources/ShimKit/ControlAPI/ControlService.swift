@@ -112,6 +112,13 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
             wire.name = qmpEvent.name
             wire.dataJson = JSONValue.object(qmpEvent.data).description
             message.qmp = wire
+        case .diskDropped(let targetDev, let alias, let source, let reason):
+            var wire = Vmshim_Control_V1_DiskChangeEvent()
+            wire.targetDev = targetDev
+            wire.alias = alias
+            wire.oldSource = source
+            wire.reason = reason
+            message.diskChange = wire
         }
         return message
     }

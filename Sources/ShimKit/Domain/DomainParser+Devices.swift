@@ -178,6 +178,7 @@ extension DomainParser {
         }
 
         var source: String?
+        var startupPolicy: DomainSpec.Disk.StartupPolicy?
         if let sourceElement = try reader.child(element, "source") {
             let attributeName = sourceType == .file ? "file" : "dev"
             if let path = reader.attribute(sourceElement, attributeName), !path.isEmpty {
@@ -186,19 +187,23 @@ extension DomainParser {
                 }
                 source = path
             }
-            if reader.attribute(sourceElement, "startupPolicy") != nil {
-                throw reader.unsupported(sourceElement, "startupPolicy")
+            startupPolicy = try reader.enumAttribute(sourceElement, "startupPolicy", DomainSpec.Disk.StartupPolicy.self)
+            if startupPolicy == .requisite, device != .cdrom {
+                // libvirt's wording (domain_validate.c); vmshim has no floppy.
+                throw reader.error(sourceElement, "disk startupPolicy 'requisite' is allowed only for cdrom or floppy")
             }
             reader.ignoreAttributes(sourceElement, "index")
             if let seclabel = try reader.child(sourceElement, "seclabel") {
                 throw reader.unsupported(seclabel, "per-disk security labels")
             }
         }
-        if let backing = try reader.child(element, "backingStore") {
-            // An empty <backingStore/> states "no backing chain"; a declared chain is not supported yet.
-            if !backing.attributes.isEmpty || !backing.children.isEmpty {
-                throw reader.unsupported(backing, "a declared <backingStore> chain")
+        var (backingChain, backingChainComplete) = try parseBackingStore(element)
+        if format == .raw {
+            // A raw image has no backing file; a declared chain under it is a mistake.
+            if let first = backingChain.first {
+                throw reader.error(element, "a raw disk has no backing file, but <backingStore> declares \(first.path)")
             }
+            backingChainComplete = true
         }
         guard let target = try reader.child(element, "target") else { throw reader.error(element, "missing <target>") }
         let targetDev = try reader.requiredAttribute(target, "dev")
@@ -234,6 +239,9 @@ extension DomainParser {
             sourceType: sourceType, device: device, source: source, format: format, cache: cache, io: io,
             discard: discard, readOnly: readOnly, shareable: shareable, serial: serial, targetDev: targetDev, bus: bus,
             bootOrder: try bootOrder(element))
+        disk.startupPolicy = startupPolicy
+        disk.backingChain = backingChain
+        disk.backingChainComplete = backingChainComplete
         disk.alias = try userAlias(element)
         switch try parseAddress(element) {
         case .pci(let address)?:
@@ -720,6 +728,52 @@ extension DomainSpec.Controller {
 extension DomainSpec.CharDevice {
     init(backend: Backend) {
         self.init(backend: backend, targetType: nil, targetPort: nil, targetName: nil, logFile: nil, logAppend: nil)
+    }
+}
+
+extension DomainParser {
+    /// `<backingStore>` nested top-down, as libvirt writes it. No element:
+    /// unknown (probed at start); an empty one ends the chain.
+    func parseBackingStore(_ disk: XMLElement) throws -> ([DomainSpec.Disk.BackingLayer], Bool) {
+        var layers: [DomainSpec.Disk.BackingLayer] = []
+        var parent = disk
+        while let store = try reader.child(parent, "backingStore") {
+            guard let typeRaw = reader.attribute(store, "type") else {
+                guard store.children.allSatisfy({ $0.namespaceURI != nil }) else {
+                    throw reader.error(store, "a <backingStore> with content needs type='file' or 'block'")
+                }
+                return (layers, true)  // <backingStore/>: the chain ends here
+            }
+            guard let type = DomainSpec.Disk.SourceType(rawValue: typeRaw) else {
+                throw reader.unsupported(store, "backingStore type='\(typeRaw)' (vmshim supports file and block)")
+            }
+            reader.ignoreAttributes(store, "index")
+            guard let formatElement = try reader.child(store, "format") else {
+                throw reader.error(store, "a <backingStore> needs <format type='raw|qcow2'/>")
+            }
+            let formatRaw = try reader.requiredAttribute(formatElement, "type")
+            guard let format = DomainSpec.Disk.Format(rawValue: formatRaw) else {
+                throw reader.unsupported(formatElement, "backing format type='\(formatRaw)' (vmshim supports raw and qcow2)")
+            }
+            guard let sourceElement = try reader.child(store, "source") else {
+                throw reader.error(store, "a <backingStore> needs a <source>")
+            }
+            let attributeName = type == .file ? "file" : "dev"
+            let path = try reader.requiredAttribute(sourceElement, attributeName)
+            guard path.hasPrefix("/") else {
+                throw reader.error(sourceElement, "\(attributeName)='\(path)' must be an absolute path")
+            }
+            reader.ignoreAttributes(sourceElement, "index")
+            layers.append(DomainSpec.Disk.BackingLayer(sourceType: type, path: path, format: format))
+            if format == .raw {
+                if let below = try reader.child(store, "backingStore"), below.attribute("type") != nil {
+                    throw reader.error(below, "a raw image has no backing file")
+                }
+                return (layers, true)
+            }
+            parent = store
+        }
+        return (layers, false)
     }
 }
 

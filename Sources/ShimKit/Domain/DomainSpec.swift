@@ -241,6 +241,21 @@ extension DomainSpec {
         }
         public enum IO: String, Sendable { case native, threads, ioUring = "io_uring" }
         public enum Discard: String, Sendable { case unmap, ignore }
+        /// What to do when the source (or a file of its backing chain) is
+        /// missing at start: libvirt's `<source startupPolicy>`; nil is mandatory.
+        public enum StartupPolicy: String, Sendable { case mandatory, requisite, optional }
+
+        /// One image under the disk's source, top-down.
+        public struct BackingLayer: Sendable, Equatable {
+            public var sourceType: SourceType
+            public var path: String
+            public var format: Format
+            public init(sourceType: SourceType, path: String, format: Format) {
+                self.sourceType = sourceType
+                self.path = path
+                self.format = format
+            }
+        }
 
         public var sourceType: SourceType
         public var device: Device
@@ -256,6 +271,13 @@ extension DomainSpec {
         public var targetDev: String
         public var bus: Bus
         public var bootOrder: Int?
+        public var startupPolicy: StartupPolicy?
+        /// The images under the source, top-down: declared with `<backingStore>`
+        /// or probed from the image headers at start.
+        public var backingChain: [BackingLayer] = []
+        /// True when the chain is known to end (a terminating `<backingStore/>`,
+        /// a raw layer, or probed): false means probe on from the last layer.
+        public var backingChainComplete: Bool = false
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?

@@ -89,9 +89,18 @@ public struct LiveXML {
     }
 
     private func updateDisks(_ devices: XMLElement) {
+        let nodes = devices.elements(named: "disk")
+        // A disk startupPolicy='optional' dropped is not part of the running guest.
+        let kept = Set(spec.devices.disks.compactMap(\.xmlIndex))
+        for (index, node) in nodes.enumerated() where !kept.contains(index) { devices.removeChild(node) }
         for disk in spec.devices.disks {
-            guard let node = element(devices, "disk", disk.xmlIndex) else { continue }
+            guard let index = disk.xmlIndex, index < nodes.count else { continue }
+            let node = nodes[index]
             setAlias(node, disk.alias)
+            if disk.source == nil, let source = node.firstElement(named: "source") {
+                node.removeChild(source)  // an optional cdrom whose medium was missing: empty tray
+            }
+            updateBackingStore(node, disk)
             if let address = disk.driveAddress {
                 let a = node.child(named: "address")
                 for name in a.attributes.map(\.name) { a.removeAttribute(name) }
@@ -106,6 +115,20 @@ public struct LiveXML {
             if disk.device == .cdrom, node.firstElement(named: "readonly") == nil {
                 node.insertChild(XMLElement(name: "readonly"), before: ["alias", "address"])
             }
+        }
+    }
+
+    /// The checked chain, nested top-down as libvirt shows it, ending with
+    /// an empty `<backingStore/>`; left as written while it is unknown.
+    private func updateBackingStore(_ node: XMLElement, _ disk: DomainSpec.Disk) {
+        guard disk.backingChainComplete, disk.source != nil else { return }
+        if let old = node.firstElement(named: "backingStore") { node.removeChild(old) }
+        var parent = node.insertChild(XMLElement(name: "backingStore"), before: ["target", "readonly", "shareable", "serial", "boot", "alias", "address"])
+        for layer in disk.backingChain {
+            parent.setAttribute("type", layer.sourceType.rawValue)
+            _ = parent.appendChild(XMLElement(name: "format", attributes: [("type", layer.format.rawValue)]))
+            _ = parent.appendChild(XMLElement(name: "source", attributes: [(layer.sourceType == .file ? "file" : "dev", layer.path)]))
+            parent = parent.appendChild(XMLElement(name: "backingStore"))
         }
     }
 

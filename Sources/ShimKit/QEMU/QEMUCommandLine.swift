@@ -287,11 +287,51 @@ public struct QEMUCommandLine {
 
     // MARK: - Disks
 
+    /// The layers under a disk's source, bottom-up so each names the one
+    /// below: what the top image's "backing" refers to. A read-only raw layer
+    /// needs no format node (libvirt's layout); the deepest qcow2 layer has
+    /// "backing": null since the chain was checked to end there.
+    mutating func addBackingChain(_ disk: DomainSpec.Disk, firstNode: Int, cache: JSONValue?) -> JSONValue {
+        var below: JSONValue = .null
+        for (offset, layer) in disk.backingChain.enumerated().reversed() {
+            let node = firstNode + offset
+            var storage: JSONObject = [
+                "driver": .string(layer.sourceType == .block ? "host_device" : "file"), "filename": .string(layer.path),
+                "node-name": .string("libvirt-\(node)-storage"),
+            ]
+            if let io = disk.io { storage["aio"] = .string(io.rawValue) }
+            if let cache { storage["cache"] = cache }
+            if layer.format == .raw {
+                storage["read-only"] = true
+                add("-blockdev", JSONValue.object(storage).description)
+                below = .string("libvirt-\(node)-storage")
+                continue
+            }
+            storage["auto-read-only"] = true
+            storage["discard"] = "unmap"
+            add("-blockdev", JSONValue.object(storage).description)
+            var formatNode: JSONObject = ["node-name": .string("libvirt-\(node)-format"), "read-only": true]
+            if let cache { formatNode["cache"] = cache }
+            formatNode["driver"] = .string(layer.format.rawValue)
+            formatNode["file"] = .string("libvirt-\(node)-storage")
+            formatNode["backing"] = below
+            add("-blockdev", JSONValue.object(formatNode).description)
+            below = .string("libvirt-\(node)-format")
+        }
+        return below
+    }
+
     mutating func addDisks() throws {
-        // Node names count down from the last disk, as libvirt numbers them.
-        let count = spec.devices.disks.count
+        // Node names count up from the last disk, top image first, then its
+        // backing layers: the numbers libvirt gives.
+        var firstNode: [Int] = Array(repeating: 0, count: spec.devices.disks.count)
+        var next = 1
+        for index in spec.devices.disks.indices.reversed() {
+            firstNode[index] = next
+            next += 1 + spec.devices.disks[index].backingChain.count
+        }
         for (index, disk) in spec.devices.disks.enumerated() {
-            let node = count - index
+            let node = firstNode[index]
             var cache: JSONValue?
             var writeCache: String?
             let effectiveCache: DomainSpec.Disk.Cache? = disk.cache ?? (disk.shareable ? DomainSpec.Disk.Cache.none : nil)
@@ -316,6 +356,7 @@ public struct QEMUCommandLine {
             }
             let format = "libvirt-\(node)-format"
             if let source = disk.source {
+                let backing = addBackingChain(disk, firstNode: node + 1, cache: cache)
                 var storage: JSONObject = [
                     "driver": .string(disk.sourceType == .block ? "host_device" : "file"), "filename": .string(source),
                 ]
@@ -330,7 +371,7 @@ public struct QEMUCommandLine {
                 if let cache { formatNode["cache"] = cache }
                 formatNode["driver"] = .string(disk.format.rawValue)
                 formatNode["file"] = .string("libvirt-\(node)-storage")
-                if disk.format == .qcow2 { formatNode["backing"] = .null }
+                if disk.format == .qcow2 { formatNode["backing"] = backing }
                 add("-blockdev", JSONValue.object(formatNode).description)
             }
             var device = JSONObject()

@@ -40,6 +40,8 @@ public struct VMEvent: Sendable {
     public enum Kind: Sendable {
         case lifecycle(state: VMState, reason: String)
         case qmp(QMPEvent)
+        /// startupPolicy='optional' left a missing medium or disk out at start.
+        case diskDropped(targetDev: String, alias: String, source: String, reason: String)
     }
     public var sequence: UInt64
     public var timestampMicros: Int64

@@ -1,3 +1,4 @@
+import NIOPosix
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -232,6 +233,17 @@ public actor VMSupervisor {
 
     private func launch() async throws {
         let runDirectory = config.runDirectory
+        // Every image and backing layer, checked off the cooperative pool;
+        // startupPolicy='optional' disks that are missing are left out.
+        let storage = DiskStorage(file: config.xmlPath)
+        let unchecked = spec
+        let (checked, drops) = try await NIOThreadPool.singleton.runIfActive { try storage.prepare(unchecked) }
+        spec = checked
+        for drop in drops {
+            let what = drop.reason == "missing-on-start" ? "starts with an empty tray" : "is left out of the guest"
+            logger.warning("disk '\(drop.targetDev)' \(what) (startupPolicy='optional', \(drop.reason)): \(drop.why)")
+            publish(.diskDropped(targetDev: drop.targetDev, alias: drop.alias, source: drop.source, reason: drop.reason))
+        }
         var zone = tm()
         var now = time(nil)
         localtime_r(&now, &zone)

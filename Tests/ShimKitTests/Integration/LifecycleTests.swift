@@ -253,4 +253,53 @@ import Glibc
         #expect(try vm.cli(["destroy", "it-inject"]).status == 0)
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
+
+    /// A qcow2 overlay reaches QEMU with its whole backing chain, and an
+    /// optional disk whose image is missing is left out, as under libvirt.
+    @Test func backingChainsAndOptionalDisks() async throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("chain-it-\(UUID().uuidString.prefix(6))").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { FileIO.removeTree(scratch) }
+        let base = scratch + "/base.raw", top = scratch + "/top.qcow2"
+        _ = FileManager.default.createFile(atPath: base, contents: Data(count: 1 << 20))
+        let img = Process()
+        img.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
+        img.arguments = ["create", "-q", "-f", "qcow2", "-o", "backing_file=base.raw,backing_fmt=raw", top]
+        img.currentDirectoryURL = URL(fileURLWithPath: scratch)
+        try img.run()
+        img.waitUntilExit()
+        #expect(img.terminationStatus == 0)
+        let vm = try ShimHarness(
+            name: "it-chain",
+            .init(extraDevices: """
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='qcow2'/>
+                  <source file='\(top)'/>
+                  <target dev='vda' bus='virtio'/>
+                </disk>
+                <disk type='file' device='disk'>
+                  <driver name='qemu' type='raw'/>
+                  <source file='\(scratch)/missing.raw' startupPolicy='optional'/>
+                  <target dev='vdb' bus='virtio'/>
+                </disk>
+                """))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let reply = try vm.cli(["qmp", "it-chain", #"{"execute":"query-block"}"#])
+        #expect(reply.status == 0)
+        let devices = try JSONValue.parse(reply.out)["return"]?.arrayValue ?? []
+        // With an explicit chain QEMU names the top by a json: filename that holds both files.
+        let inserted = devices.compactMap { $0["inserted"] }
+        let vda = inserted.first { $0["backing_file"]?.stringValue == base }
+        #expect(vda?["backing_file_depth"]?.int64Value == 1, "\(reply.out.prefix(2000))")
+        #expect(vda?["file"]?.stringValue?.contains(top) == true)
+        #expect(inserted.count == 1)
+        #expect(!reply.out.contains("missing.raw"))
+        let live = try vm.cli(["status", "it-chain", "--xml"]).out
+        #expect(live.contains(base) && !live.contains("missing.raw"), "\(live)")
+        #expect(vm.output.contains("disk 'vdb' is left out of the guest"), "\(vm.output)")
+        #expect(try vm.cli(["destroy", "it-chain"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
 }

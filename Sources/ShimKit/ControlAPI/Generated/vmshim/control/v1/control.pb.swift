@@ -385,13 +385,47 @@ public nonisolated struct Vmshim_Control_V1_Event: Sendable {
     set {kind = .qmp(newValue)}
   }
 
+  public var diskChange: Vmshim_Control_V1_DiskChangeEvent {
+    get {
+      if case .diskChange(let v)? = kind {return v}
+      return Vmshim_Control_V1_DiskChangeEvent()
+    }
+    set {kind = .diskChange(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
     case lifecycle(Vmshim_Control_V1_LifecycleEvent)
     case qmp(Vmshim_Control_V1_QMPEvent)
+    case diskChange(Vmshim_Control_V1_DiskChangeEvent)
 
   }
+
+  public init() {}
+}
+
+/// A disk with startupPolicy='optional' whose image (or a file of its backing
+/// chain) was missing at start, as libvirt's DISK_CHANGE event.
+public nonisolated struct Vmshim_Control_V1_DiskChangeEvent: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Target device, e.g. "vdb" or "sda".
+  public var targetDev: String = String()
+
+  /// Device alias, e.g. "virtio-disk1".
+  public var alias: String = String()
+
+  /// The source path that was missing or broken.
+  public var oldSource: String = String()
+
+  /// "missing-on-start": a cdrom started with an empty tray.
+  /// "drop-missing-on-start": a hard disk was left out of the guest.
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -950,7 +984,7 @@ nonisolated extension Vmshim_Control_V1_WatchEventsRequest: SwiftProtobuf.Messag
 
 nonisolated extension Vmshim_Control_V1_Event: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Event"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}timestamp_unix_micros\0\u{1}lifecycle\0\u{1}qmp\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}timestamp_unix_micros\0\u{1}lifecycle\0\u{1}qmp\0\u{3}disk_change\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -986,6 +1020,19 @@ nonisolated extension Vmshim_Control_V1_Event: SwiftProtobuf.Message, SwiftProto
           self.kind = .qmp(v)
         }
       }()
+      case 5: try {
+        var v: Vmshim_Control_V1_DiskChangeEvent?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .diskChange(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .diskChange(v)
+        }
+      }()
       default: break
       }
     }
@@ -1011,6 +1058,10 @@ nonisolated extension Vmshim_Control_V1_Event: SwiftProtobuf.Message, SwiftProto
       guard case .qmp(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     }()
+    case .diskChange?: try {
+      guard case .diskChange(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1020,6 +1071,51 @@ nonisolated extension Vmshim_Control_V1_Event: SwiftProtobuf.Message, SwiftProto
     if lhs.sequence != rhs.sequence {return false}
     if lhs.timestampUnixMicros != rhs.timestampUnixMicros {return false}
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vmshim_Control_V1_DiskChangeEvent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DiskChangeEvent"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}target_dev\0\u{1}alias\0\u{3}old_source\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.targetDev) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.alias) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.oldSource) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.targetDev.isEmpty {
+      try visitor.visitSingularStringField(value: self.targetDev, fieldNumber: 1)
+    }
+    if !self.alias.isEmpty {
+      try visitor.visitSingularStringField(value: self.alias, fieldNumber: 2)
+    }
+    if !self.oldSource.isEmpty {
+      try visitor.visitSingularStringField(value: self.oldSource, fieldNumber: 3)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vmshim_Control_V1_DiskChangeEvent, rhs: Vmshim_Control_V1_DiskChangeEvent) -> Bool {
+    if lhs.targetDev != rhs.targetDev {return false}
+    if lhs.alias != rhs.alias {return false}
+    if lhs.oldSource != rhs.oldSource {return false}
+    if lhs.reason != rhs.reason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

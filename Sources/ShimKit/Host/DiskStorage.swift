@@ -1,0 +1,227 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What a qcow2 image says about its backing file (QEMU's docs/interop/qcow2.txt).
+public struct QCOW2Header: Sendable, Equatable {
+    public var version: UInt32
+    /// As written in the image: absolute, or relative to the image's directory.
+    public var backingFile: String?
+    /// From the backing-format header extension; nil when the image does not record it.
+    public var backingFormat: String?
+
+    static let magic: UInt32 = 0x5146_49FB  // "QFI\xfb"
+    static let backingFormatExtension: UInt32 = 0xE279_2ACA
+
+    /// nil when `bytes` is not a qcow2 image. `readAt` supplies bytes beyond
+    /// the prefix when the backing name lies further out.
+    public static func parse(_ bytes: [UInt8], readAt: (_ offset: Int, _ length: Int) throws -> [UInt8]) throws -> QCOW2Header? {
+        func u32(_ at: Int) -> UInt32? {
+            guard at + 4 <= bytes.count else { return nil }
+            return bytes[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) }
+        }
+        func u64(_ at: Int) -> UInt64? {
+            guard at + 8 <= bytes.count else { return nil }
+            return bytes[at..<at + 8].reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        guard u32(0) == magic, let version = u32(4), version == 2 || version == 3,
+            let backingOffset = u64(8), let backingSize = u32(16)
+        else { return nil }
+        var header = QCOW2Header(version: version, backingFile: nil, backingFormat: nil)
+        if backingOffset > 0, backingSize > 0 {
+            // QEMU caps the name at 1023 bytes.
+            guard backingSize <= 1023, backingOffset < 1 << 40 else { return nil }
+            let start = Int(backingOffset), length = Int(backingSize)
+            let name = start + length <= bytes.count ? Array(bytes[start..<start + length]) : try readAt(start, length)
+            header.backingFile = String(decoding: name, as: UTF8.self)
+        }
+        // Header extensions follow the header: 72 bytes in v2, header_length in v3.
+        var at = version == 3 ? Int(u32(100) ?? 104) : 72
+        while let type = u32(at), let length = u32(at + 4), type != 0 {
+            let data = at + 8
+            guard data + Int(length) <= bytes.count else { break }
+            if type == backingFormatExtension {
+                header.backingFormat = String(decoding: bytes[data..<data + Int(length)], as: UTF8.self)
+            }
+            at = data + (Int(length) + 7) / 8 * 8
+        }
+        return header
+    }
+}
+
+/// Checks every disk's image and backing chain before QEMU starts, applying
+/// libvirt's `startupPolicy` to what is missing (cold boot), with libvirt's
+/// error texts. Runs after `DomainDefaults`, so dropping a disk never moves
+/// another one's address.
+public struct DiskStorage: Sendable {
+    /// A disk that `startupPolicy='optional'` left out: a cdrom loses its
+    /// medium (`missing-on-start`), a hard disk the whole device (`drop-missing-on-start`).
+    public struct Drop: Sendable, Equatable {
+        public var targetDev: String
+        public var alias: String
+        public var source: String
+        public var reason: String
+        public var why: String
+    }
+
+    /// The host calls, so tests can stand in for the file system.
+    public struct Files: Sendable {
+        /// 0 when the path can be opened for reading, else the errno.
+        public var accessError: @Sendable (String) -> Int32
+        /// `length` bytes from `offset` (fewer at the end of the file).
+        public var read: @Sendable (_ path: String, _ offset: Int, _ length: Int) throws -> [UInt8]
+        /// The canonical path, for loop detection.
+        public var canonical: @Sendable (String) -> String
+        public var isBlockDevice: @Sendable (String) -> Bool
+
+        public init(
+            accessError: @escaping @Sendable (String) -> Int32,
+            read: @escaping @Sendable (String, Int, Int) throws -> [UInt8],
+            canonical: @escaping @Sendable (String) -> String = { $0 },
+            isBlockDevice: @escaping @Sendable (String) -> Bool = { _ in false }
+        ) {
+            self.accessError = accessError
+            self.read = read
+            self.canonical = canonical
+            self.isBlockDevice = isBlockDevice
+        }
+
+        public static let host = Files(
+            accessError: { path in
+                let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+                guard fd >= 0 else { return errno }
+                close(fd)
+                return 0
+            },
+            read: { path, offset, length in
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw ShimError.system("open \(path)") }
+                defer { close(fd) }
+                var buffer = [UInt8](repeating: 0, count: length)
+                let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
+                guard count >= 0 else { throw ShimError.system("read \(path)") }
+                return Array(buffer.prefix(count))
+            },
+            canonical: { path in
+                guard let resolved = realpath(path, nil) else { return path }
+                defer { free(resolved) }
+                return String(cString: resolved)
+            },
+            isBlockDevice: { path in
+                var info = stat()
+                return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFBLK
+            })
+    }
+
+    /// libvirt refuses longer chains too (VIR_STORAGE_MAX_CHAIN is far lower in practice).
+    static let maximumDepth = 200
+
+    let file: String
+    let files: Files
+    let uid: UInt32
+    let gid: UInt32
+
+    public init(file: String, files: Files = .host, uid: UInt32 = geteuid(), gid: UInt32 = getegid()) {
+        self.file = file
+        self.files = files
+        self.uid = uid
+        self.gid = gid
+    }
+
+    /// The spec QEMU gets (chains filled in, optional disks dropped) and what was dropped.
+    public func prepare(_ input: DomainSpec) throws -> (DomainSpec, [Drop]) {
+        var spec = input
+        var drops: [Drop] = []
+        // Last to first, like libvirt, since entries are removed while walking.
+        for index in spec.devices.disks.indices.reversed() {
+            var disk = spec.devices.disks[index]
+            guard let source = disk.source else { continue }
+            do {
+                try resolveChain(&disk, source: source)
+                spec.devices.disks[index] = disk
+            } catch let error as ShimError {
+                switch (disk.startupPolicy ?? .mandatory, disk.device) {
+                case (.mandatory, _), (.requisite, _):
+                    throw error
+                case (.optional, .cdrom):
+                    disk.source = nil
+                    disk.backingChain = []
+                    disk.backingChainComplete = true
+                    // Kept, it would be invalid for the next medium (as libvirt resets it).
+                    disk.startupPolicy = nil
+                    spec.devices.disks[index] = disk
+                    drops.append(Drop(targetDev: disk.targetDev, alias: disk.alias, source: source, reason: "missing-on-start", why: error.message))
+                case (.optional, .disk):
+                    spec.devices.disks.remove(at: index)
+                    drops.append(Drop(targetDev: disk.targetDev, alias: disk.alias, source: source, reason: "drop-missing-on-start", why: error.message))
+                }
+            }
+        }
+        return (spec, drops.reversed())
+    }
+
+    private func cannotAccess(_ path: String, of parent: String?, errno code: Int32) -> ShimError {
+        let text = String(cString: strerror(code))
+        let what = parent.map { "backing file '\(path)' of storage file '\($0)'" } ?? "storage file '\(path)'"
+        return ShimError(
+            .invalidArgument, "\(file): Cannot access \(what) (as uid:\(uid), gid:\(gid)): \(text)", cause: SystemError(code))
+    }
+
+    /// Checks the source and every layer under it; probes what was not declared.
+    func resolveChain(_ disk: inout DomainSpec.Disk, source: String) throws {
+        let code = files.accessError(source)
+        guard code == 0 else { throw cannotAccess(source, of: nil, errno: code) }
+        var seen: Set<String> = [files.canonical(source)]
+        var upper = (path: source, format: disk.format)
+        for layer in disk.backingChain {
+            let code = files.accessError(layer.path)
+            guard code == 0 else { throw cannotAccess(layer.path, of: upper.path, errno: code) }
+            guard seen.insert(files.canonical(layer.path)).inserted else {
+                throw ShimError(.invalidArgument, "\(file): backing store for \(upper.path) (\(layer.path)) is self-referential")
+            }
+            upper = (layer.path, layer.format)
+        }
+        guard !disk.backingChainComplete else { return }
+        // Probe on from the last known layer, reading qcow2 headers.
+        var probed = disk.backingChain
+        while upper.format == .qcow2 {
+            let prefix = try files.read(upper.path, 0, 65536)
+            let path = upper.path
+            guard let header = try QCOW2Header.parse(prefix, readAt: { try files.read(path, $0, $1) }) else {
+                throw ShimError(
+                    .invalidArgument,
+                    "\(file): storage file '\(upper.path)' is declared qcow2 but is not a qcow2 image; fix <driver type=…> or the <backingStore> format")
+            }
+            guard let name = header.backingFile, !name.isEmpty else { break }
+            guard !name.contains("://"), !name.hasPrefix("json:") else {
+                throw ShimError(
+                    .unsupported, "\(file): backing file '\(name)' of storage file '\(upper.path)' is not a local file; vmshim supports local backing files only")
+            }
+            let resolved = name.hasPrefix("/") ? name : FileIO.parentDirectory(of: upper.path) + "/" + name
+            let code = files.accessError(resolved)
+            guard code == 0 else { throw cannotAccess(resolved, of: upper.path, errno: code) }
+            guard let formatName = header.backingFormat else {
+                throw ShimError(
+                    .invalidArgument,
+                    "\(file): format of backing image '\(resolved)' of image '\(upper.path)' was not specified in the image metadata (See https://libvirt.org/kbase/backing_chains.html for troubleshooting)")
+            }
+            guard let format = DomainSpec.Disk.Format(rawValue: formatName) else {
+                throw ShimError(
+                    .unsupported, "\(file): backing file '\(resolved)' of storage file '\(upper.path)' has format '\(formatName)'; vmshim supports raw and qcow2")
+            }
+            guard seen.insert(files.canonical(resolved)).inserted else {
+                throw ShimError(.invalidArgument, "\(file): backing store for \(upper.path) (\(resolved)) is self-referential")
+            }
+            guard probed.count < DiskStorage.maximumDepth else {
+                throw ShimError(.unsupported, "\(file): the backing chain of '\(source)' is more than \(DiskStorage.maximumDepth) images deep")
+            }
+            let type: DomainSpec.Disk.SourceType = files.isBlockDevice(resolved) ? .block : .file
+            probed.append(DomainSpec.Disk.BackingLayer(sourceType: type, path: resolved, format: format))
+            upper = (resolved, format)
+        }
+        disk.backingChain = probed
+        disk.backingChainComplete = true
+    }
+}
