@@ -250,6 +250,8 @@ extension DomainSpec {
             public var sourceType: SourceType
             public var path: String
             public var format: Format
+            /// libvirt's node number (libvirt-N-storage/-format), set at start.
+            public var nodeIndex: Int?
             public init(sourceType: SourceType, path: String, format: Format) {
                 self.sourceType = sourceType
                 self.path = path
@@ -278,6 +280,8 @@ extension DomainSpec {
         /// True when the chain is known to end (a terminating `<backingStore/>`,
         /// a raw layer, or probed): false means probe on from the last layer.
         public var backingChainComplete: Bool = false
+        /// libvirt's node number of the top image, set at start (DiskStorage).
+        public var nodeIndex: Int?
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?

@@ -97,8 +97,11 @@ public struct LiveXML {
             guard let index = disk.xmlIndex, index < nodes.count else { continue }
             let node = nodes[index]
             setAlias(node, disk.alias)
-            if disk.source == nil, let source = node.firstElement(named: "source") {
-                node.removeChild(source)  // an optional cdrom whose medium was missing: empty tray
+            if disk.source == nil {
+                // An optional cdrom whose medium was missing: an empty tray, no chain.
+                for name in ["source", "backingStore"] {
+                    if let child = node.firstElement(named: name) { node.removeChild(child) }
+                }
             }
             updateBackingStore(node, disk)
             if let address = disk.driveAddress {

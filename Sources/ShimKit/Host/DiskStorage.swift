@@ -15,39 +15,63 @@ public struct QCOW2Header: Sendable, Equatable {
     static let magic: UInt32 = 0x5146_49FB  // "QFI\xfb"
     static let backingFormatExtension: UInt32 = 0xE279_2ACA
 
+    /// A qcow2 header QEMU would refuse or that names its backing file in a
+    /// way vmshim cannot pass on faithfully.
+    public struct Malformed: Error, Sendable, Equatable {
+        public var reason: String
+    }
+
     /// nil when `bytes` is not a qcow2 image. `readAt` supplies bytes beyond
     /// the prefix when the backing name lies further out.
     public static func parse(_ bytes: [UInt8], readAt: (_ offset: Int, _ length: Int) throws -> [UInt8]) throws -> QCOW2Header? {
         func u32(_ at: Int) -> UInt32? {
-            guard at + 4 <= bytes.count else { return nil }
+            guard at >= 0, at + 4 <= bytes.count else { return nil }
             return bytes[at..<at + 4].reduce(0) { $0 << 8 | UInt32($1) }
         }
         func u64(_ at: Int) -> UInt64? {
-            guard at + 8 <= bytes.count else { return nil }
+            guard at >= 0, at + 8 <= bytes.count else { return nil }
             return bytes[at..<at + 8].reduce(0) { $0 << 8 | UInt64($1) }
         }
         guard u32(0) == magic, let version = u32(4), version == 2 || version == 3,
-            let backingOffset = u64(8), let backingSize = u32(16)
+            let backingOffset = u64(8), let backingSize = u32(16), let clusterBits = u32(20)
         else { return nil }
+        // QEMU's own limits: clusters of 512 B to 2 MiB, a v3 header of at least 104 bytes.
+        guard (9...21).contains(clusterBits) else { throw Malformed(reason: "cluster_bits \(clusterBits) is out of range") }
+        let headerLength = version == 3 ? Int(u32(100) ?? 0) : 72
+        guard version == 2 || headerLength >= 104 else { throw Malformed(reason: "header_length \(headerLength) is below 104") }
         var header = QCOW2Header(version: version, backingFile: nil, backingFormat: nil)
         if backingOffset > 0, backingSize > 0 {
-            // QEMU caps the name at 1023 bytes.
-            guard backingSize <= 1023, backingOffset < 1 << 40 else { return nil }
+            // QEMU caps the name at 1023 bytes and stops it at a NUL.
+            guard backingSize <= 1023, backingOffset < 1 << 40 else {
+                throw Malformed(reason: "the backing file name (\(backingSize) bytes at \(backingOffset)) is out of range")
+            }
             let start = Int(backingOffset), length = Int(backingSize)
-            let name = start + length <= bytes.count ? Array(bytes[start..<start + length]) : try readAt(start, length)
-            header.backingFile = String(decoding: name, as: UTF8.self)
+            var name = start + length <= bytes.count ? Array(bytes[start..<start + length]) : try readAt(start, length)
+            if let nul = name.firstIndex(of: 0) { name = Array(name[..<nul]) }
+            header.backingFile = try text(name, what: "backing file name")
         }
-        // Header extensions follow the header: 72 bytes in v2, header_length in v3.
-        var at = version == 3 ? Int(u32(100) ?? 104) : 72
-        while let type = u32(at), let length = u32(at + 4), type != 0 {
+        // Header extensions sit between the header and the end of the first
+        // cluster (or the backing name, when that comes first), as QEMU reads them.
+        var end = min(1 << Int(clusterBits), bytes.count)
+        if backingOffset > 0, backingOffset < UInt64(end) { end = Int(backingOffset) }
+        var at = headerLength
+        while at + 8 <= end, let type = u32(at), let length = u32(at + 4), type != 0 {
             let data = at + 8
-            guard data + Int(length) <= bytes.count else { break }
+            guard Int(length) <= end - data else { break }
             if type == backingFormatExtension {
-                header.backingFormat = String(decoding: bytes[data..<data + Int(length)], as: UTF8.self)
+                header.backingFormat = try text(Array(bytes[data..<data + Int(length)]), what: "backing format name")
             }
             at = data + (Int(length) + 7) / 8 * 8
         }
         return header
+    }
+
+    /// UTF-8 without control characters: it goes into JSON for QEMU and into the live XML.
+    static func text(_ bytes: [UInt8], what: String) throws -> String {
+        guard let value = String(validating: bytes, as: UTF8.self),
+            !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+        else { throw Malformed(reason: "the \(what) is not UTF-8 text without control characters") }
+        return value
     }
 }
 
@@ -96,9 +120,17 @@ public struct DiskStorage: Sendable {
                 return 0
             },
             read: { path, offset, length in
-                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                // Non-blocking and only regular files or block devices: a FIFO
+                // planted in a chain must not hang the start.
+                let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
                 guard fd >= 0 else { throw ShimError.system("open \(path)") }
                 defer { close(fd) }
+                var info = stat()
+                guard fstat(fd, &info) == 0 else { throw ShimError.system("stat \(path)") }
+                let type = info.st_mode & S_IFMT
+                guard type == S_IFREG || type == S_IFBLK else {
+                    throw ShimError(.invalidArgument, "storage file '\(path)' is neither a regular file nor a block device")
+                }
                 var buffer = [UInt8](repeating: 0, count: length)
                 let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, off_t(offset)) }
                 guard count >= 0 else { throw ShimError.system("read \(path)") }
@@ -134,12 +166,24 @@ public struct DiskStorage: Sendable {
     public func prepare(_ input: DomainSpec) throws -> (DomainSpec, [Drop]) {
         var spec = input
         var drops: [Drop] = []
+        // libvirt 9.0's node numbers: every top image and declared layer,
+        // last disk first (a disk dropped below keeps its number), then the
+        // probed layers in the order they are found.
+        var next = 1
+        for index in spec.devices.disks.indices.reversed() {
+            spec.devices.disks[index].nodeIndex = next
+            next += 1
+            for layer in spec.devices.disks[index].backingChain.indices {
+                spec.devices.disks[index].backingChain[layer].nodeIndex = next
+                next += 1
+            }
+        }
         // Last to first, like libvirt, since entries are removed while walking.
         for index in spec.devices.disks.indices.reversed() {
             var disk = spec.devices.disks[index]
             guard let source = disk.source else { continue }
             do {
-                try resolveChain(&disk, source: source)
+                try resolveChain(&disk, source: source, nextNode: &next)
                 spec.devices.disks[index] = disk
             } catch let error as ShimError {
                 switch (disk.startupPolicy ?? .mandatory, disk.device) {
@@ -169,8 +213,18 @@ public struct DiskStorage: Sendable {
             .invalidArgument, "\(file): Cannot access \(what) (as uid:\(uid), gid:\(gid)): \(text)", cause: SystemError(code))
     }
 
+    /// The qcow2 header of an image, nil for any other format.
+    func header(of path: String) throws -> QCOW2Header? {
+        let prefix = try files.read(path, 0, 65536)
+        do {
+            return try QCOW2Header.parse(prefix, readAt: { try files.read(path, $0, $1) })
+        } catch let malformed as QCOW2Header.Malformed {
+            throw ShimError(.invalidArgument, "\(file): storage file '\(path)' has a qcow2 header vmshim cannot use: \(malformed.reason)", cause: malformed)
+        }
+    }
+
     /// Checks the source and every layer under it; probes what was not declared.
-    func resolveChain(_ disk: inout DomainSpec.Disk, source: String) throws {
+    func resolveChain(_ disk: inout DomainSpec.Disk, source: String, nextNode: inout Int) throws {
         let code = files.accessError(source)
         guard code == 0 else { throw cannotAccess(source, of: nil, errno: code) }
         var seen: Set<String> = [files.canonical(source)]
@@ -187,9 +241,7 @@ public struct DiskStorage: Sendable {
         // Probe on from the last known layer, reading qcow2 headers.
         var probed = disk.backingChain
         while upper.format == .qcow2 {
-            let prefix = try files.read(upper.path, 0, 65536)
-            let path = upper.path
-            guard let header = try QCOW2Header.parse(prefix, readAt: { try files.read(path, $0, $1) }) else {
+            guard let header = try self.header(of: upper.path) else {
                 throw ShimError(
                     .invalidArgument,
                     "\(file): storage file '\(upper.path)' is declared qcow2 but is not a qcow2 image; fix <driver type=…> or the <backingStore> format")
@@ -202,7 +254,14 @@ public struct DiskStorage: Sendable {
             let resolved = name.hasPrefix("/") ? name : FileIO.parentDirectory(of: upper.path) + "/" + name
             let code = files.accessError(resolved)
             guard code == 0 else { throw cannotAccess(resolved, of: upper.path, errno: code) }
-            guard let formatName = header.backingFormat else {
+            var formatName = header.backingFormat
+            if formatName == nil {
+                // Like libvirt: probe, but trust the probe only for an image
+                // without a backing file of its own (a raw guess could expose one).
+                let probed = try self.header(of: resolved)
+                if probed?.backingFile?.isEmpty ?? true { formatName = probed == nil ? "raw" : "qcow2" }
+            }
+            guard let formatName else {
                 throw ShimError(
                     .invalidArgument,
                     "\(file): format of backing image '\(resolved)' of image '\(upper.path)' was not specified in the image metadata (See https://libvirt.org/kbase/backing_chains.html for troubleshooting)")
@@ -218,7 +277,10 @@ public struct DiskStorage: Sendable {
                 throw ShimError(.unsupported, "\(file): the backing chain of '\(source)' is more than \(DiskStorage.maximumDepth) images deep")
             }
             let type: DomainSpec.Disk.SourceType = files.isBlockDevice(resolved) ? .block : .file
-            probed.append(DomainSpec.Disk.BackingLayer(sourceType: type, path: resolved, format: format))
+            var layer = DomainSpec.Disk.BackingLayer(sourceType: type, path: resolved, format: format)
+            layer.nodeIndex = nextNode
+            nextNode += 1
+            probed.append(layer)
             upper = (resolved, format)
         }
         disk.backingChain = probed

@@ -288,25 +288,19 @@ public struct QEMUCommandLine {
     // MARK: - Disks
 
     /// The layers under a disk's source, bottom-up so each names the one
-    /// below: what the top image's "backing" refers to. A read-only raw layer
-    /// needs no format node (libvirt's layout); the deepest qcow2 layer has
-    /// "backing": null since the chain was checked to end there.
+    /// below: what the top image's "backing" refers to. Each layer is read-only
+    /// with a storage and a format node (libvirt 9.0's layout); the deepest
+    /// qcow2 layer has "backing": null since the chain was checked to end there.
     mutating func addBackingChain(_ disk: DomainSpec.Disk, firstNode: Int, cache: JSONValue?) -> JSONValue {
         var below: JSONValue = .null
         for (offset, layer) in disk.backingChain.enumerated().reversed() {
-            let node = firstNode + offset
+            let node = layer.nodeIndex ?? firstNode + offset
             var storage: JSONObject = [
                 "driver": .string(layer.sourceType == .block ? "host_device" : "file"), "filename": .string(layer.path),
-                "node-name": .string("libvirt-\(node)-storage"),
             ]
             if let io = disk.io { storage["aio"] = .string(io.rawValue) }
+            storage["node-name"] = .string("libvirt-\(node)-storage")
             if let cache { storage["cache"] = cache }
-            if layer.format == .raw {
-                storage["read-only"] = true
-                add("-blockdev", JSONValue.object(storage).description)
-                below = .string("libvirt-\(node)-storage")
-                continue
-            }
             storage["auto-read-only"] = true
             storage["discard"] = "unmap"
             add("-blockdev", JSONValue.object(storage).description)
@@ -314,7 +308,7 @@ public struct QEMUCommandLine {
             if let cache { formatNode["cache"] = cache }
             formatNode["driver"] = .string(layer.format.rawValue)
             formatNode["file"] = .string("libvirt-\(node)-storage")
-            formatNode["backing"] = below
+            if layer.format == .qcow2 { formatNode["backing"] = below }
             add("-blockdev", JSONValue.object(formatNode).description)
             below = .string("libvirt-\(node)-format")
         }
@@ -331,7 +325,7 @@ public struct QEMUCommandLine {
             next += 1 + spec.devices.disks[index].backingChain.count
         }
         for (index, disk) in spec.devices.disks.enumerated() {
-            let node = firstNode[index]
+            let node = disk.nodeIndex ?? firstNode[index]
             var cache: JSONValue?
             var writeCache: String?
             let effectiveCache: DomainSpec.Disk.Cache? = disk.cache ?? (disk.shareable ? DomainSpec.Disk.Cache.none : nil)

@@ -84,13 +84,14 @@ import Testing
         #expect(chain.map(\.format) == [.qcow2, .raw])
         #expect(spec.devices.disks[0].backingChainComplete)
 
-        // QEMU gets every layer, each naming the one below; the raw base is read-only.
+        // QEMU gets every layer, each naming the one below, read-only, as libvirt 9.0 lays them out.
         let plan = try QEMUCommandLine.plan(spec, context: .init(runDirectory: RunDirectory(root: "/run/vmshim", name: "t"), now: 0, localTimeOffset: 0))
         let blockdevs = plan.arguments.enumerated().filter { $0.offset > 0 && plan.arguments[$0.offset - 1] == "-blockdev" }.map(\.element)
         #expect(blockdevs == [
-            #"{"driver":"file","filename":"\#(base)","node-name":"libvirt-3-storage","read-only":true}"#,
+            #"{"driver":"file","filename":"\#(base)","node-name":"libvirt-3-storage","auto-read-only":true,"discard":"unmap"}"#,
+            #"{"node-name":"libvirt-3-format","read-only":true,"driver":"raw","file":"libvirt-3-storage"}"#,
             #"{"driver":"file","filename":"\#(middle)","node-name":"libvirt-2-storage","auto-read-only":true,"discard":"unmap"}"#,
-            #"{"node-name":"libvirt-2-format","read-only":true,"driver":"qcow2","file":"libvirt-2-storage","backing":"libvirt-3-storage"}"#,
+            #"{"node-name":"libvirt-2-format","read-only":true,"driver":"qcow2","file":"libvirt-2-storage","backing":"libvirt-3-format"}"#,
             #"{"driver":"file","filename":"\#(top)","node-name":"libvirt-1-storage","auto-read-only":true,"discard":"unmap"}"#,
             #"{"node-name":"libvirt-1-format","read-only":false,"driver":"qcow2","file":"libvirt-1-storage","backing":"libvirt-2-format"}"#,
         ])
@@ -117,21 +118,69 @@ import Testing
         expectError(["Cannot access backing file '\(scratch)/declared.qcow2' of storage file '\(top)'"]) { _ = try prepare(declared) }
     }
 
-    @Test func anUnrecordedBackingFormatIsRefusedLikeLibvirt() throws {
-        defer { FileIO.removeTree(scratch) }
-        let base = try image("base.qcow2")
-        let top = try image("top.qcow2", backing: base)
-        // Older qemu-img wrote overlays without the backing-format extension;
-        // today's refuses to, so turn the extension into an unknown one.
-        var bytes = try FileIO.readBytes(top, limit: 1 << 30)
+    /// Older qemu-img wrote overlays without the backing-format extension;
+    /// today's refuses to, so turn the extension into an unknown one.
+    func forgetBackingFormat(_ path: String) throws {
+        var bytes = try FileIO.readBytes(path, limit: 1 << 30)
         let tag: [UInt8] = [0xE2, 0x79, 0x2A, 0xCA]
         let at = try #require((0..<4096).first { Array(bytes[$0..<$0 + 4]) == tag })
         bytes.replaceSubrange(at..<at + 4, with: [0x12, 0x34, 0x56, 0x78])
-        try FileIO.writeAtomically(top, bytes, mode: 0o644, durable: false)
-        #expect(try QCOW2Header.parse(try DiskStorage.Files.host.read(top, 0, 65536)) { _, _ in [] }?.backingFormat == nil)
-        expectError(["format of backing image '\(base)' of image '\(top)' was not specified in the image metadata"]) {
+        try FileIO.writeAtomically(path, bytes, mode: 0o644, durable: false)
+        #expect(try QCOW2Header.parse(try DiskStorage.Files.host.read(path, 0, 65536)) { _, _ in [] }?.backingFormat == nil)
+    }
+
+    @Test func anUnrecordedBackingFormatIsProbedOnlyWhenSafe() throws {
+        defer { FileIO.removeTree(scratch) }
+        // Like libvirt: a probed base without a backing file of its own is accepted...
+        let raw = try image("base.raw", format: "raw")
+        let overRaw = try image("over-raw.qcow2", backing: raw, backingFormat: "raw")
+        try forgetBackingFormat(overRaw)
+        let (spec, _) = try prepare(domain(disk("vda", overRaw)))
+        #expect(spec.devices.disks[0].backingChain.map(\.format) == [.raw])
+        // ...one that has its own backing file is refused with libvirt's text.
+        let base = try image("base.qcow2")
+        let middle = try image("middle.qcow2", backing: base)
+        let top = try image("top.qcow2", backing: middle)
+        try forgetBackingFormat(top)
+        expectError(["format of backing image '\(middle)' of image '\(top)' was not specified in the image metadata"]) {
             _ = try prepare(domain(disk("vda", top)))
         }
+    }
+
+    /// What libvirt 9.0 gave on this machine for vda raw, vdb top→middle→base
+    /// and vdc optional and missing: tops last disk first (the dropped vdc
+    /// keeps 1), then the probed layers.
+    @Test func nodeNumbersFollowLibvirt() throws {
+        defer { FileIO.removeTree(scratch) }
+        let plain = try image("plain.raw", format: "raw")
+        let base = try image("base.raw", format: "raw")
+        let middle = try image("middle.qcow2", backing: base, backingFormat: "raw")
+        let top = try image("top.qcow2", backing: middle)
+        let xml = domain([disk("vda", plain, format: "raw"), disk("vdb", top), disk("vdc", scratch + "/gone.qcow2", policy: "optional")].joined(separator: "\n"))
+        let (spec, _) = try prepare(xml)
+        let plan = try QEMUCommandLine.plan(spec, context: .init(runDirectory: RunDirectory(root: "/run/vmshim", name: "t"), now: 0, localTimeOffset: 0))
+        let nodes = plan.arguments.compactMap { argument -> String? in
+            guard argument.hasPrefix("{\"driver\":\"file\""), let value = try? JSONValue.parse(argument) else { return nil }
+            return "\(value["filename"]?.stringValue ?? "?")=\(value["node-name"]?.stringValue ?? "?")"
+        }
+        #expect(nodes == [
+            "\(plain)=libvirt-3-storage", "\(base)=libvirt-5-storage", "\(middle)=libvirt-4-storage", "\(top)=libvirt-2-storage",
+        ])
+    }
+
+    @Test func hostileHeadersAreRefusedNotFollowed() throws {
+        defer { FileIO.removeTree(scratch) }
+        let top = try image("top.qcow2", backing: "/etc/hostname", backingFormat: "raw")
+        var bytes = try FileIO.readBytes(top, limit: 1 << 30)
+        let name = Array("/etc/hostname".utf8)
+        let at = try #require((0..<65536 - name.count).first { Array(bytes[$0..<$0 + name.count]) == name })
+        bytes[at + 4] = 0x0A  // a newline inside the name
+        try FileIO.writeAtomically(top, bytes, mode: 0o644, durable: false)
+        expectError(["'\(top)' has a qcow2 header vmshim cannot use", "control characters"]) { _ = try prepare(domain(disk("vda", top))) }
+        // A FIFO as a layer is refused at once instead of blocking the start.
+        let fifo = scratch + "/fifo.qcow2"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        expectError(["'\(fifo)' is neither a regular file nor a block device"]) { _ = try prepare(domain(disk("vda", fifo))) }
     }
 
     @Test func aDeclaredTerminatedChainIsNotProbed() throws {
