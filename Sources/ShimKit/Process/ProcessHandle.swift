@@ -87,6 +87,7 @@ public final class ProcessHandle: Sendable {
         var code: Int32 = 0
         var status: Int32 = 0
         let rc = cshim_pidfd_reap(pidfd, &code, &status)
+        if rc != 1 { OwnChildren.forget(pid) }
         let result: ExitStatus
         switch rc {
         case 0:

@@ -99,8 +99,10 @@ public enum Spawner {
             for pointer in envp { free(pointer) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp)
+        // Registered as the shim's own child before any orphan reaper can look.
+        let rc = OwnChildren.spawning({ posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp) }, pid: { _ in pid })
         guard rc == 0 else {
+            OwnChildren.forget(pid)
             throw ShimError(
                 .qemuFailed, "cannot start \(spec.executable): \(SystemError(rc))", cause: SystemError(rc))
         }

@@ -37,6 +37,9 @@ public enum ShimRunner {
         }
         // Watch signals before anything starts, so none is lost.
         let signals = SignalWatcher([SIGTERM, SIGINT, SIGHUP])
+        // As a container's main process, collect the container's orphans.
+        let reaper = OrphanReaper.startIfInit()
+        defer { withExtendedLifetime(reaper) {} }
 
         do {
             try await supervisor.claimRunDirectory()

@@ -302,4 +302,48 @@ import Glibc
         #expect(try vm.cli(["destroy", "it-chain"]).status == 0)
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
+
+    /// As a container's main process (PID 1 of its PID namespace) the shim
+    /// reaps the orphans re-parented to it and still turns SIGTERM into a
+    /// graceful guest shutdown.
+    @Test func asAContainersInitItReapsOrphansAndShutsDownOnSIGTERM() async throws {
+        let vm = try ShimHarness(name: "it-pid1")
+        defer { vm.tearDown() }
+        try vm.start(launcher: ["/usr/bin/unshare", "--pid", "--fork", "--mount-proc"])
+        try await vm.waitForMarker()
+        let shim = try #require(ProcTable.children(of: vm.shimPID).first?.pid)
+        #expect(try FileIO.readString("/proc/\(shim)/status").contains("NSpid:\t\(shim)\t1\n"))
+
+        // An orphan inside the namespace: its parent exits at once, so it is re-parented to the shim.
+        let orphanMaker = Process()
+        orphanMaker.executableURL = URL(fileURLWithPath: "/usr/bin/nsenter")
+        orphanMaker.arguments = ["-t", String(shim), "-p", "-m", "--", "/bin/sh", "-c", "sleep 0.5 & exit 0"]
+        try orphanMaker.run()
+        orphanMaker.waitUntilExit()
+        #expect(ProcTable.children(of: shim).contains { $0.command == "sleep" })
+        try await vm.waitFor("the orphan to be reaped", timeout: .seconds(10)) {
+            !ProcTable.children(of: shim).contains { $0.command == "sleep" }
+        }
+        #expect(!ProcTable.children(of: shim).contains { $0.state == "Z" })
+
+        kill(shim, SIGTERM)
+        #expect(await vm.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(vm.output.contains("was shut down on request"), "\(vm.output)")
+    }
+}
+
+/// Processes by parent, from /proc.
+enum ProcTable {
+    struct Entry { var pid: Int32; var command: String; var state: String }
+
+    static func children(of parent: Int32) -> [Entry] {
+        FileIO.listDirectory("/proc").compactMap { name -> Entry? in
+            guard let pid = Int32(name), let stat = try? FileIO.readString("/proc/\(pid)/stat"),
+                let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, Int32(fields[1]) == parent else { return nil }
+            return Entry(pid: pid, command: String(stat[stat.index(after: open)..<close]), state: String(fields[0]))
+        }
+    }
 }

@@ -88,11 +88,13 @@ final class ShimHarness: @unchecked Sendable {
         try xml.write(toFile: xmlPath, atomically: true, encoding: .utf8)
     }
 
-    /// Starts `vmshim run` in the background.
-    func start(_ extraArguments: [String] = []) throws {
+    /// Starts `vmshim run` in the background, under `launcher` if given
+    /// (e.g. `unshare … --`), which then becomes `shimPID`.
+    func start(_ extraArguments: [String] = [], launcher: [String] = []) throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["run", "--run-root", runRoot] + extraArguments + [xmlPath]
+        let command = launcher + [Self.binary, "run", "--run-root", runRoot] + extraArguments + [xmlPath]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         output.seekToEndOfFile()
