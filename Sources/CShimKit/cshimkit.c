@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -109,3 +110,27 @@ int cshim_link_set_up(const char *name) {
 int cshim_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
 int cshim_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 int cshim_ifnamsiz(void) { return IFNAMSIZ; }
+
+int cshim_drop_exec_privileges(void) {
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) < 0)
+        return -1;
+    int may_drop_bounding = (data[0].effective & (1u << CAP_SETPCAP)) != 0;
+    if (may_drop_bounding) {
+        /* The kernel may know more capabilities than these headers. */
+        for (int cap = 0; cap < 64; cap++) {
+            if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
+                break; /* EINVAL: past the last capability */
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+                return -1;
+        }
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -1;
+    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
+        data[i].inheritable = 0;
+    if (syscall(SYS_capset, &header, data) < 0)
+        return -1;
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}

@@ -28,6 +28,16 @@ int cshim_link_set_mtu(const char *name, int mtu);
 /* Sets a network interface up (IFF_UP). */
 int cshim_link_set_up(const char *name);
 
+/* Prepares the calling thread so that a program it executes (as root or not)
+ * starts with no capabilities and cannot gain any: drops every capability
+ * from the thread's bounding set (needs CAP_SETPCAP; skipped without it,
+ * since a non-root exec gains none anyway), clears its inheritable and
+ * ambient sets, and sets no_new_privs. The thread keeps its own effective
+ * and permitted capabilities. All of these are per-thread and irreversible;
+ * a thread of the shim never executes anything but QEMU. Returns 0, or -1
+ * with errno. */
+int cshim_drop_exec_privileges(void);
+
 /* Data for the SIGCHLD-less exit watching and sane defaults. */
 int cshim_set_no_new_privs(void);
 int cshim_set_child_subreaper(void);

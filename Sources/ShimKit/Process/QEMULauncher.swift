@@ -54,7 +54,7 @@ public enum QEMULauncher {
         let spawned = try Spawner.spawn(
             SpawnSpec(
                 executable: plan.executable, arguments: plan.argv, environment: plan.environment, outputFD: logFD,
-                inheritedFDs: opened))
+                inheritedFDs: opened, dropPrivileges: true))
         let process = ProcessHandle(spawned)
         guard let identity = ProcessIdentity.of(pid: spawned.pid) else {
             // Already gone: QEMU failed at once. The caller reports its log.

@@ -16,11 +16,17 @@ public struct SpawnSpec: Sendable {
     /// Start the child in its own session, so a terminal's Ctrl-C or the
     /// shim's process group being signalled does not reach QEMU.
     public var newSession: Bool
+    /// Start the child with no capabilities and no_new_privs. This changes
+    /// the calling thread for good (see cshim_drop_exec_privileges): fine in
+    /// the shim, which executes nothing else; tests that exec other tools
+    /// from their threads leave it off.
+    public var dropPrivileges: Bool
 
     public init(
         executable: String, arguments: [String], environment: [String], outputFD: Int32,
-        inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true
+        inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true, dropPrivileges: Bool = false
     ) {
+        self.dropPrivileges = dropPrivileges
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
@@ -97,6 +103,12 @@ public enum Spawner {
         defer {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }
+        }
+        // QEMU runs with no capabilities and cannot gain any, as libvirt
+        // runs it; posix_spawn's child inherits this thread's sets, and this
+        // synchronous code stays on one thread up to the spawn.
+        if spec.dropPrivileges, cshim_drop_exec_privileges() != 0 {
+            throw ShimError.system("cannot drop capabilities before starting \(spec.executable)")
         }
         var pid: pid_t = 0
         // Registered as the shim's own child before any orphan reaper can look.

@@ -330,6 +330,28 @@ import Glibc
         #expect(await vm.waitForExit(timeout: .seconds(60)) == 0)
         #expect(vm.output.contains("was shut down on request"), "\(vm.output)")
     }
+
+    /// QEMU runs with no capabilities, cannot gain any, and under its seccomp sandbox.
+    @Test func qemuRunsWithoutPrivileges() async throws {
+        let vm = try ShimHarness(name: "it-caps")
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let qemu = try #require(vm.qemuPIDs().first)
+        let status = try FileIO.readString("/proc/\(qemu)/status")
+        for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            #expect(status.contains("\(field):\t0000000000000000\n"), "\(field) in \(status)")
+        }
+        #expect(status.contains("NoNewPrivs:\t1\n"))
+        #expect(status.contains("Seccomp:\t2\n"))
+        // The shim itself keeps what it needs (taps need CAP_NET_ADMIN).
+        let shim = try FileIO.readString("/proc/\(vm.shimPID)/status")
+        #expect(!shim.contains("CapEff:\t0000000000000000\n"))
+        #expect(try vm.cli(["resume", "it-caps"]).status == 0)
+        try await vm.waitForMarker()
+        #expect(try vm.cli(["destroy", "it-caps"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
 }
 
 /// Processes by parent, from /proc.
