@@ -237,8 +237,12 @@ public actor VMSupervisor {
         // startupPolicy='optional' disks that are missing are left out.
         let storage = DiskStorage(file: config.xmlPath)
         let unchecked = spec
-        let (checked, drops) = try await NIOThreadPool.singleton.runIfActive { try storage.prepare(unchecked) }
-        spec = checked
+        var drops: [DiskStorage.Drop] = []
+        if unchecked.devices.disks.contains(where: { $0.source != nil }) {
+            (spec, drops) = try await NIOThreadPool.singleton.runIfActive { try storage.prepare(unchecked) }
+        } else {
+            (spec, drops) = try storage.prepare(unchecked)  // nothing to read: numbering only
+        }
         for drop in drops {
             let what = drop.reason == "missing-on-start" ? "starts with an empty tray" : "is left out of the guest"
             logger.warning("disk '\(drop.targetDev)' \(what) (startupPolicy='optional', \(drop.reason)): \(drop.why)")
