@@ -72,7 +72,7 @@ public struct DomainParser {
         let clock = try parseClock(root)
         let lifecycle = try parseLifecycle(root)
         let power = try parsePower(root)
-        try parseResource(root)
+        let registerCgroup = try parseResource(root)
         try parseSecurityLabels(root)
 
         // Like libvirt, a domain without <devices> or <emulator> gets the
@@ -93,6 +93,7 @@ public struct DomainParser {
             virtType: virtType, name: name, uuid: uuid, memory: memory, vcpus: vcpus, cpu: cpu, os: os,
             features: features, clock: clock, lifecycle: lifecycle, power: power, emulator: emulator,
             devices: devices)
+        spec.registerCgroup = registerCgroup
         try validateBootOrder(&spec, root: root)
         return spec
     }
@@ -426,15 +427,25 @@ public struct DomainParser {
 
     /// `<resource><partition>/machine</partition></resource>` is what libvirt's
     /// dumpxml adds; it names libvirt's default placement, which is vmshim's
-    /// default too. Anything else needs the cgroup work and is refused.
-    func parseResource(_ root: XMLElement) throws {
-        guard let element = try reader.child(root, "resource") else { return }
+    /// default too. `register='none'` (vmshim's extension, from the original
+    /// libvirt_qemu shim design) keeps QEMU in the caller's cgroup. Returns
+    /// whether vmshim may place QEMU in a cgroup of its own.
+    func parseResource(_ root: XMLElement) throws -> Bool {
+        guard let element = try reader.child(root, "resource") else { return true }
+        var register = true
+        if let value = reader.attribute(element, "register") {
+            guard value == "none" else {
+                throw reader.error(element, "register='\(value)' is not known; the only value is 'none' (QEMU stays in the caller's cgroup)")
+            }
+            register = false
+        }
         if let partition = try reader.child(element, "partition") {
             let value = partition.text.trimmingWhitespace()
             guard value == "/machine" else {
                 throw reader.unsupported(partition, "resource partition '\(value)' (only the default /machine)")
             }
         }
+        return register
     }
 
     func parseSecurityLabels(_ root: XMLElement) throws {

@@ -20,6 +20,9 @@ public struct DomainSpec: Sendable, Equatable {
     public var power: PowerManagement
     public var emulator: String
     public var devices: Devices
+    /// `<resource register='none'/>`: vmshim creates and writes no cgroup and
+    /// QEMU stays exactly in the caller's (vmshim's extension of `<resource>`).
+    public var registerCgroup: Bool = true
 }
 
 // MARK: - Identity

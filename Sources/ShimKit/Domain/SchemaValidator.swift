@@ -47,6 +47,14 @@ public enum SchemaValidator {
             throw ShimError(.invalidArgument, "\(file): XML is not well-formed")
         }
         defer { xmlFreeDoc(document) }
+        // vmshim's own extension, unknown to libvirt's schema: <resource register='none'/>.
+        var child = xmlDocGetRootElement(document)?.pointee.children
+        while let node = child {
+            if node.pointee.type == XML_ELEMENT_NODE, let name = node.pointee.name, String(cString: name) == "resource" {
+                xmlUnsetProp(node, "register")
+            }
+            child = node.pointee.next
+        }
         guard let validContext = xmlRelaxNGNewValidCtxt(relaxNG) else {
             throw ShimError(.internalError, "cannot create a RelaxNG validation context")
         }

@@ -75,5 +75,18 @@ import Testing
         let ours = try run(["validate", refused])
         #expect(ours.status == 1)
         #expect(ours.output.contains("matches libvirt's schema") && ours.output.contains("<sound>"))
+
+        // vmshim's <resource register='none'/> is not in libvirt's schema but is accepted.
+        let unregistered = FileManager.default.temporaryDirectory.appendingPathComponent("r-\(UUID().uuidString.prefix(6)).xml").path
+        try domainXML(extra: "  <resource register='none'/>").write(toFile: unregistered, atomically: true, encoding: .utf8)
+        defer { FileIO.remove(unregistered) }
+        let extension_ = try run(["validate", unregistered])
+        #expect(extension_.status == 0, "\(extension_.output)")
+        #expect(extension_.output.contains("matches libvirt's schema"))
+        let misspelt = FileManager.default.temporaryDirectory.appendingPathComponent("r-\(UUID().uuidString.prefix(6)).xml").path
+        try domainXML(extra: "  <resource register='nope'/>").write(toFile: misspelt, atomically: true, encoding: .utf8)
+        defer { FileIO.remove(misspelt) }
+        let wrong = try run(["validate", misspelt])
+        #expect(wrong.status == 1 && wrong.output.contains("register='nope'"), "\(wrong.output)")
     }
 }

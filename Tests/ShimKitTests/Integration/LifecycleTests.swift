@@ -352,6 +352,22 @@ import Glibc
         #expect(try vm.cli(["destroy", "it-caps"]).status == 0)
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
+
+    /// `<resource register='none'/>`: QEMU stays exactly in the caller's cgroups.
+    @Test func registerNoneKeepsQEMUInTheCallersCgroup() async throws {
+        var options = ShimHarness.Options()
+        options.extraTopLevel = "<resource register='none'/>"
+        let vm = try ShimHarness(name: "it-nocg", options)
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let qemu = try #require(vm.qemuPIDs().first)
+        let shimCgroups = try FileIO.readString("/proc/\(vm.shimPID)/cgroup")
+        #expect(try FileIO.readString("/proc/\(qemu)/cgroup") == shimCgroups)
+        #expect(try vm.cli(["status", "it-nocg", "--xml"]).out.contains("register='none'"))
+        #expect(try vm.cli(["destroy", "it-nocg"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
 }
 
 /// Processes by parent, from /proc.

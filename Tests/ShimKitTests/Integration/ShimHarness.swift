@@ -43,6 +43,7 @@ final class ShimHarness: @unchecked Sendable {
         var machine = "pc"
         var extraDevices = ""
         var panicDevice = false
+        var extraTopLevel = ""
     }
 
     init(name: String, _ options: Options = Options()) throws {
@@ -73,6 +74,7 @@ final class ShimHarness: @unchecked Sendable {
               <on_poweroff>\(options.onPoweroff)</on_poweroff>
               <on_reboot>\(options.onReboot)</on_reboot>
               <on_crash>\(options.onCrash)</on_crash>
+              \(options.extraTopLevel)
               <devices>
                 <emulator>/usr/bin/qemu-system-x86_64</emulator>
                 <serial type='file'>
