@@ -287,29 +287,38 @@ public struct QEMUCommandLine {
 
     // MARK: - Disks
 
+    /// One image as libvirt 9.0 gives it to QEMU: a storage node (the file or
+    /// block device) and a format node over it; a qcow2 format node names
+    /// its backing node, null when the chain ends there.
+    mutating func addImage(
+        path: String, type: DomainSpec.Disk.SourceType, format: DomainSpec.Disk.Format, node: Int, readOnly: Bool,
+        disk: DomainSpec.Disk, cache: JSONValue?, discard: DomainSpec.Disk.Discard?, backing: JSONValue
+    ) {
+        var storage: JSONObject = ["driver": .string(type == .block ? "host_device" : "file"), "filename": .string(path)]
+        if let io = disk.io { storage["aio"] = .string(io.rawValue) }
+        storage["node-name"] = .string("libvirt-\(node)-storage")
+        if let cache { storage["cache"] = cache }
+        storage["auto-read-only"] = true
+        storage["discard"] = "unmap"
+        add("-blockdev", JSONValue.object(storage).description)
+        var formatNode: JSONObject = ["node-name": .string("libvirt-\(node)-format"), "read-only": .bool(readOnly)]
+        if let discard { formatNode["discard"] = .string(discard.rawValue) }
+        if let cache { formatNode["cache"] = cache }
+        formatNode["driver"] = .string(format.rawValue)
+        formatNode["file"] = .string("libvirt-\(node)-storage")
+        if format == .qcow2 { formatNode["backing"] = backing }
+        add("-blockdev", JSONValue.object(formatNode).description)
+    }
+
     /// The layers under a disk's source, bottom-up so each names the one
-    /// below: what the top image's "backing" refers to. Each layer is read-only
-    /// with a storage and a format node (libvirt 9.0's layout); the deepest
-    /// qcow2 layer has "backing": null since the chain was checked to end there.
+    /// below, all read-only; returns what the top image's "backing" is.
     mutating func addBackingChain(_ disk: DomainSpec.Disk, firstNode: Int, cache: JSONValue?) -> JSONValue {
         var below: JSONValue = .null
         for (offset, layer) in disk.backingChain.enumerated().reversed() {
             let node = layer.nodeIndex ?? firstNode + offset
-            var storage: JSONObject = [
-                "driver": .string(layer.sourceType == .block ? "host_device" : "file"), "filename": .string(layer.path),
-            ]
-            if let io = disk.io { storage["aio"] = .string(io.rawValue) }
-            storage["node-name"] = .string("libvirt-\(node)-storage")
-            if let cache { storage["cache"] = cache }
-            storage["auto-read-only"] = true
-            storage["discard"] = "unmap"
-            add("-blockdev", JSONValue.object(storage).description)
-            var formatNode: JSONObject = ["node-name": .string("libvirt-\(node)-format"), "read-only": true]
-            if let cache { formatNode["cache"] = cache }
-            formatNode["driver"] = .string(layer.format.rawValue)
-            formatNode["file"] = .string("libvirt-\(node)-storage")
-            if layer.format == .qcow2 { formatNode["backing"] = below }
-            add("-blockdev", JSONValue.object(formatNode).description)
+            addImage(
+                path: layer.path, type: layer.sourceType, format: layer.format, node: node, readOnly: true, disk: disk,
+                cache: cache, discard: nil, backing: below)
             below = .string("libvirt-\(node)-format")
         }
         return below
@@ -351,22 +360,9 @@ public struct QEMUCommandLine {
             let format = "libvirt-\(node)-format"
             if let source = disk.source {
                 let backing = addBackingChain(disk, firstNode: node + 1, cache: cache)
-                var storage: JSONObject = [
-                    "driver": .string(disk.sourceType == .block ? "host_device" : "file"), "filename": .string(source),
-                ]
-                if let io = disk.io { storage["aio"] = .string(io.rawValue) }
-                storage["node-name"] = .string("libvirt-\(node)-storage")
-                if let cache { storage["cache"] = cache }
-                storage["auto-read-only"] = true
-                storage["discard"] = "unmap"
-                add("-blockdev", JSONValue.object(storage).description)
-                var formatNode: JSONObject = ["node-name": .string(format), "read-only": .bool(disk.readOnly)]
-                if let discard = disk.discard { formatNode["discard"] = .string(discard.rawValue) }
-                if let cache { formatNode["cache"] = cache }
-                formatNode["driver"] = .string(disk.format.rawValue)
-                formatNode["file"] = .string("libvirt-\(node)-storage")
-                if disk.format == .qcow2 { formatNode["backing"] = backing }
-                add("-blockdev", JSONValue.object(formatNode).description)
+                addImage(
+                    path: source, type: disk.sourceType, format: disk.format, node: node, readOnly: disk.readOnly, disk: disk,
+                    cache: cache, discard: disk.discard, backing: backing)
             }
             var device = JSONObject()
             switch disk.bus {
