@@ -188,7 +188,12 @@ public struct DiskStorage: Sendable {
             } catch let error as ShimError {
                 switch (disk.startupPolicy ?? .mandatory, disk.device) {
                 case (.mandatory, _), (.requisite, _):
-                    throw error
+                    // libvirt's text first, then which disk and what to do.
+                    let without = disk.device == .cdrom ? "start with an empty tray" : "start without this disk"
+                    throw ShimError(
+                        error.code,
+                        "\(error.message); disk '\(disk.targetDev)' cannot start without it: fix the image, or set <source startupPolicy='optional'> to \(without)",
+                        cause: error.cause)
                 case (.optional, .cdrom):
                     disk.source = nil
                     disk.backingChain = []
@@ -223,25 +228,30 @@ public struct DiskStorage: Sendable {
         }
     }
 
+    /// One image of a chain: it must be reachable, and not one seen above it.
+    private func checkLayer(_ path: String, under upper: String?, seen: inout Set<String>) throws {
+        let code = files.accessError(path)
+        guard code == 0 else { throw cannotAccess(path, of: upper, errno: code) }
+        guard seen.insert(files.canonical(path)).inserted else {
+            throw ShimError(.invalidArgument, "\(file): backing store for \(upper ?? path) (\(path)) is self-referential")
+        }
+    }
+
     /// Checks the source and every layer under it; probes what was not declared.
     func resolveChain(_ disk: inout DomainSpec.Disk, source: String, nextNode: inout Int) throws {
-        let code = files.accessError(source)
-        guard code == 0 else { throw cannotAccess(source, of: nil, errno: code) }
-        var seen: Set<String> = [files.canonical(source)]
+        var seen: Set<String> = []
+        try checkLayer(source, under: nil, seen: &seen)
         var upper = (path: source, format: disk.format)
         for layer in disk.backingChain {
-            let code = files.accessError(layer.path)
-            guard code == 0 else { throw cannotAccess(layer.path, of: upper.path, errno: code) }
-            guard seen.insert(files.canonical(layer.path)).inserted else {
-                throw ShimError(.invalidArgument, "\(file): backing store for \(upper.path) (\(layer.path)) is self-referential")
-            }
+            try checkLayer(layer.path, under: upper.path, seen: &seen)
             upper = (layer.path, layer.format)
         }
         guard !disk.backingChainComplete else { return }
         // Probe on from the last known layer, reading qcow2 headers.
         var probed = disk.backingChain
+        var knownHeader: QCOW2Header?  // read already while probing a format
         while upper.format == .qcow2 {
-            guard let header = try self.header(of: upper.path) else {
+            guard let header = try knownHeader ?? self.header(of: upper.path) else {
                 throw ShimError(
                     .invalidArgument,
                     "\(file): storage file '\(upper.path)' is declared qcow2 but is not a qcow2 image; fix <driver type=…> or the <backingStore> format")
@@ -252,14 +262,15 @@ public struct DiskStorage: Sendable {
                     .unsupported, "\(file): backing file '\(name)' of storage file '\(upper.path)' is not a local file; vmshim supports local backing files only")
             }
             let resolved = name.hasPrefix("/") ? name : FileIO.parentDirectory(of: upper.path) + "/" + name
-            let code = files.accessError(resolved)
-            guard code == 0 else { throw cannotAccess(resolved, of: upper.path, errno: code) }
+            try checkLayer(resolved, under: upper.path, seen: &seen)
             var formatName = header.backingFormat
+            knownHeader = nil
             if formatName == nil {
                 // Like libvirt: probe, but trust the probe only for an image
                 // without a backing file of its own (a raw guess could expose one).
-                let probed = try self.header(of: resolved)
-                if probed?.backingFile?.isEmpty ?? true { formatName = probed == nil ? "raw" : "qcow2" }
+                let probedHeader = try self.header(of: resolved)
+                if probedHeader?.backingFile?.isEmpty ?? true { formatName = probedHeader == nil ? "raw" : "qcow2" }
+                knownHeader = probedHeader
             }
             guard let formatName else {
                 throw ShimError(
@@ -269,9 +280,6 @@ public struct DiskStorage: Sendable {
             guard let format = DomainSpec.Disk.Format(rawValue: formatName) else {
                 throw ShimError(
                     .unsupported, "\(file): backing file '\(resolved)' of storage file '\(upper.path)' has format '\(formatName)'; vmshim supports raw and qcow2")
-            }
-            guard seen.insert(files.canonical(resolved)).inserted else {
-                throw ShimError(.invalidArgument, "\(file): backing store for \(upper.path) (\(resolved)) is self-referential")
             }
             guard probed.count < DiskStorage.maximumDepth else {
                 throw ShimError(.unsupported, "\(file): the backing chain of '\(source)' is more than \(DiskStorage.maximumDepth) images deep")
