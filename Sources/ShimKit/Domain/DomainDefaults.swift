@@ -33,10 +33,8 @@ public struct DomainDefaults {
         self.environment = environment
     }
 
-    /// Errors found after parsing name the line of the element they are
-    /// about when it came from the document (not for devices vmshim added).
     func error(_ message: String, at line: Int? = nil, code: ShimError.Code = .invalidArgument) -> ShimError {
-        ShimError(code, line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)")
+        ShimError.afterParsing(file: file, line: line, message, code: code)
     }
 
     /// libvirt's MAC prefix for QEMU guests plus three random bytes.
@@ -366,4 +364,13 @@ public struct DomainDefaults {
 
 extension DomainSpec.OS {
     public var isQ35: Bool { machine == "q35" || machine.hasPrefix("pc-q35-") }
+}
+
+extension ShimError {
+    /// An error found after parsing (defaults, PCI addresses): it names the
+    /// line of the element it is about when that came from the document, not
+    /// for devices vmshim added.
+    static func afterParsing(file: String, line: Int?, _ message: String, code: Code = .invalidArgument) -> ShimError {
+        ShimError(code, line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)")
+    }
 }

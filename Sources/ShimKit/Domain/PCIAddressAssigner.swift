@@ -26,9 +26,8 @@ struct PCIAddressAssigner {
         var isExpress: Bool
     }
 
-    /// Names the line of the element whose address is wrong when there is one.
     func error(_ message: String, at line: Int? = nil) -> ShimError {
-        ShimError(.invalidArgument, line.map { "\(file):\($0): \(message)" } ?? "\(file): \(message)")
+        ShimError.afterParsing(file: file, line: line, message)
     }
 
     func assign(_ spec: inout DomainSpec) throws {

@@ -11,12 +11,11 @@ import Glibc
 public enum OwnChildren {
     static let pids = Mutex<Set<pid_t>>([])
 
-    /// Runs `spawn` and records the pid it returns, atomically with respect to reaping.
-    static func spawning<T>(_ spawn: () throws -> T, pid: (T) -> pid_t) rethrows -> T {
-        try pids.withLock { set in
-            let result = try spawn()
-            set.insert(pid(result))
-            return result
+    /// Runs `spawn` (which returns the new pid, or nil when nothing was
+    /// started) and records the pid, atomically with respect to reaping.
+    static func spawn(_ spawn: () -> pid_t?) {
+        pids.withLock { set in
+            if let pid = spawn() { set.insert(pid) }
         }
     }
 

@@ -112,9 +112,12 @@ public enum Spawner {
         }
         var pid: pid_t = 0
         // Registered as the shim's own child before any orphan reaper can look.
-        let rc = OwnChildren.spawning({ posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp) }, pid: { _ in pid })
+        var rc: Int32 = 0
+        OwnChildren.spawn {
+            rc = posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp)
+            return rc == 0 ? pid : nil
+        }
         guard rc == 0 else {
-            OwnChildren.forget(pid)
             throw ShimError(
                 .qemuFailed, "cannot start \(spec.executable): \(SystemError(rc))", cause: SystemError(rc))
         }
