@@ -7,8 +7,7 @@ import Testing
     let scratch: String
 
     init() throws {
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("chain-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        scratch = try Fixtures.scratchDirectory("chain")
     }
 
     /// `qemu-img create`; `backing` with its format, or `nil` format to leave it unrecorded.
@@ -23,12 +22,7 @@ import Testing
         }
         if !options.isEmpty { arguments += ["-o", options.joined(separator: ",")] }
         arguments += ["-u", path, "16M"]
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        process.arguments = arguments
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ShimError(.internalError, "qemu-img \(arguments) failed") }
+        guard try Fixtures.qemuImg(arguments) == 0 else { throw ShimError(.internalError, "qemu-img \(arguments) failed") }
         return path
     }
 

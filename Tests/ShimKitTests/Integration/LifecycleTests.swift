@@ -222,7 +222,7 @@ import Glibc
     /// A disk and a serial path with ",file=" in them reach QEMU as literal
     /// paths: QEMU opens exactly those files.
     @Test func commaPathsReachQEMULiterally() async throws {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("inj-\(UUID().uuidString.prefix(6))").path
+        let scratch = try Fixtures.scratchDirectory("inj")
         let trap = scratch + "/a,file=/etc"
         try FileManager.default.createDirectory(atPath: trap, withIntermediateDirectories: true)
         defer { FileIO.removeTree(scratch) }
@@ -257,18 +257,12 @@ import Glibc
     /// A qcow2 overlay reaches QEMU with its whole backing chain, and an
     /// optional disk whose image is missing is left out, as under libvirt.
     @Test func backingChainsAndOptionalDisks() async throws {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("chain-it-\(UUID().uuidString.prefix(6))").path
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        let scratch = try Fixtures.scratchDirectory("chain-it")
         defer { FileIO.removeTree(scratch) }
         let base = scratch + "/base.raw", top = scratch + "/top.qcow2"
         _ = FileManager.default.createFile(atPath: base, contents: Data(count: 1 << 20))
-        let img = Process()
-        img.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        img.arguments = ["create", "-q", "-f", "qcow2", "-o", "backing_file=base.raw,backing_fmt=raw", top]
-        img.currentDirectoryURL = URL(fileURLWithPath: scratch)
-        try img.run()
-        img.waitUntilExit()
-        #expect(img.terminationStatus == 0)
+        // A relative backing name, resolved against the overlay's directory.
+        #expect(try Fixtures.qemuImg(["create", "-q", "-f", "qcow2", "-o", "backing_file=base.raw,backing_fmt=raw", top], in: scratch) == 0)
         let vm = try ShimHarness(
             name: "it-chain",
             .init(extraDevices: """

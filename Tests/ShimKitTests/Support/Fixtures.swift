@@ -54,4 +54,22 @@ enum Fixtures {
             context: QEMUCommandLine.Context(
                 runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name), now: fixedNow, localTimeOffset: 3600))
     }
+
+    /// A fresh directory under the temporary directory; the caller removes it.
+    static func scratchDirectory(_ prefix: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Runs the real qemu-img (from qemu-utils) in `directory`; returns its exit status.
+    static func qemuImg(_ arguments: [String], in directory: String? = nil) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
 }
