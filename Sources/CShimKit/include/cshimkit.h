@@ -38,6 +38,18 @@ int cshim_link_set_up(const char *name);
  * with errno. */
 int cshim_drop_exec_privileges(void);
 
+/* Sends `len` bytes (at most one packet's worth: small) on a connected unix
+ * stream socket with `fd` attached as SCM_RIGHTS, as QMP's getfd expects.
+ * MSG_NOSIGNAL; returns the bytes sent, or -1 with errno. */
+ssize_t cshim_send_fd(int sock, const void *buf, size_t len, int fd);
+
+/* O_DIRECT (a GNU extension Swift's Glibc module does not export). */
+int cshim_o_direct(void);
+/* pipe2(fds, O_CLOEXEC). */
+int cshim_pipe_cloexec(int fds[2]);
+/* fcntl(F_SETPIPE_SZ): grows a pipe's buffer; returns the new size or -1. */
+int cshim_set_pipe_size(int fd, int size);
+
 /* Data for the SIGCHLD-less exit watching and sane defaults. */
 int cshim_set_no_new_privs(void);
 int cshim_set_child_subreaper(void);

@@ -29,11 +29,7 @@ public enum UnixSocket {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ShimError.system("cannot create a unix socket for \(path)") }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-        }
+        var address = socketAddress(path)
         // Create with the final mode: bind honours the umask.
         let oldMask = umask(~mode & 0o777)
         let bound = withUnsafePointer(to: &address) {
@@ -62,16 +58,40 @@ public enum UnixSocket {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        return connect(fd, path) == 0
+    }
+
+    /// A connected, non-blocking (CLOEXEC) stream socket to `path`. On a unix
+    /// socket connect never waits: it succeeds into the listener's backlog or
+    /// fails (EAGAIN when the backlog is full), so it is safe on any thread.
+    public static func connectNonBlocking(path: String) throws -> Int32 {
+        try checkPathLength(path)
+        let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        let fd = socket(AF_UNIX, flags, 0)
+        guard fd >= 0 else { throw ShimError.system("cannot create a unix socket for \(path)") }
+        guard connect(fd, path) == 0 else {
+            let error = ShimError.system("cannot connect to \(path)")
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    private static func connect(_ fd: Int32, _ path: String) -> Int32 {
+        var address = socketAddress(path)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    private static func socketAddress(_ path: String) -> sockaddr_un {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
         }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        return rc == 0
+        return address
     }
 }

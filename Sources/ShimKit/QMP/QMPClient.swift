@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import CShimKit
 
 /// An asynchronous QMP client over a unix socket.
 ///
@@ -38,6 +39,9 @@ public final class QMPClient: Sendable {
         var readerTask: Task<Void, Never>?
         var outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>?
         var greeting: QMPGreeting?
+        /// For getfd: the channel's event loop and its socket descriptor.
+        var channel: (any Channel)?
+        var socket: Int32 = -1
     }
 
     private init(path: String, timeout: Duration, logger: Logger) {
@@ -62,19 +66,27 @@ public final class QMPClient: Sendable {
         timeout: Duration = .seconds(30), logger: Logger = Logger(label: "vmshim.qmp")
     ) async throws -> QMPClient {
         let channel: NIOAsyncChannel<String, ByteBuffer>
+        let rawChannel: any Channel
+        let socket: Int32
         do {
-            channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.seconds(5))
-                .connect(unixDomainSocketPath: path) { channel in
+            // Our own socket, not NIO's connect: getfd needs its descriptor
+            // for sendmsg with SCM_RIGHTS, which NIO cannot send.
+            socket = try UnixSocket.connectNonBlocking(path: path)
+            (channel, rawChannel) = try await ClientBootstrap(group: group)
+                .withConnectedSocket(socket) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(QMPLineDecoder()))
-                        return try NIOAsyncChannel<String, ByteBuffer>(wrappingChannelSynchronously: channel)
+                        return (try NIOAsyncChannel<String, ByteBuffer>(wrappingChannelSynchronously: channel), channel)
                     }
                 }
         } catch {
             throw ShimError(.unavailable, "cannot connect to the QMP monitor at \(path): \(error)", cause: error)
         }
         let client = QMPClient(path: path, timeout: timeout, logger: logger)
+        client.state.withLock {
+            $0.channel = rawChannel
+            $0.socket = socket
+        }
         do {
             // A monitor that accepts but never greets is cut off after `timeout`.
             let watchdog = Task {
@@ -243,6 +255,33 @@ public final class QMPClient: Sendable {
         let pending = state.withLock { $0.pending.removeValue(forKey: id) }
         pending?.timeoutTask?.cancel()
         pending?.continuation.resume(throwing: error)
+    }
+
+    /// Hands QEMU a file descriptor under `name`, for `migrate fd:NAME` and
+    /// the like. Maps to QMP `getfd`.
+    ///
+    /// The descriptor rides on one whitespace byte sent with SCM_RIGHTS just
+    /// before the command (JSON allows whitespace between commands); QEMU keeps
+    /// the last descriptors it received until a command takes them. The byte
+    /// is sent on the channel's event loop, so it cannot split a line NIO is
+    /// writing; QMP lines are small and the socket buffer is empty between
+    /// them, so NIO never holds a half-written line there.
+    public func passFD(_ fd: Int32, name: String, timeout: Duration? = nil) async throws {
+        let (channel, socket) = state.withLock { ($0.channel, $0.socket) }
+        guard let channel, socket >= 0, !isClosed else {
+            throw ShimError(.unavailable, "QMP command 'getfd' not sent: the monitor is not connected")
+        }
+        try await channel.eventLoop.submit {
+            guard channel.isActive else {
+                throw ShimError(.unavailable, "QMP command 'getfd' not sent: the monitor connection closed")
+            }
+            var space = UInt8(ascii: " ")
+            let sent = cshim_send_fd(socket, &space, 1, fd)
+            guard sent == 1 else {
+                throw ShimError.system("cannot pass a file descriptor to QEMU over \(self.path)")
+            }
+        }.get()
+        try await execute("getfd", ["fdname": .string(name)], timeout: timeout)
     }
 
     // MARK: - Reading
