@@ -76,8 +76,13 @@ public enum FileIO {
         }
         guard rename(temporary, path) == 0 else { throw ShimError.system("cannot rename \(temporary) to \(path)") }
         ok = true
-        guard durable else { return }
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if durable { syncDirectory(of: path) }
+    }
+
+    /// fsync of the directory holding `path`, so a rename or unlink there
+    /// survives a host crash. Best effort: not every file system supports it.
+    public static func syncDirectory(of path: String) {
+        let dirFD = open(parentDirectory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dirFD >= 0 {
             _ = fsync(dirFD)
             close(dirFD)
