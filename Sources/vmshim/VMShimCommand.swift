@@ -19,7 +19,7 @@ struct VMShimCommand: AsyncParsableCommand {
         version: VMShimVersion.current,
         subcommands: [
             Run.self, List.self, Status.self, Shutdown.self, Reboot.self, Pause.self, Resume.self, Destroy.self,
-            QMP.self, Events.self, Validate.self,
+            Save.self, QMP.self, Events.self, Validate.self,
         ],
         defaultSubcommand: Run.self
     )
@@ -86,6 +86,9 @@ struct RunOptions {
     var qmpTimeout = defaultQMPTimeout
     var logDir: String?
     var logLevel = defaultLogLevel
+    var saveDir: String?
+    var forceBoot = false
+    var bypassCache = false
     var xml = ""
 
     /// The plain forms of `vmshim [run] [options] guest.xml`, read without
@@ -112,8 +115,12 @@ struct RunOptions {
                 name = String(argument[..<equals])
                 value = String(argument[argument.index(after: equals)...])
             }
-            if name == "--paused", value == nil {
-                options.paused = true
+            if value == nil, ["--paused", "--force-boot", "--bypass-cache"].contains(name) {
+                switch name {
+                case "--paused": options.paused = true
+                case "--force-boot": options.forceBoot = true
+                default: options.bypassCache = true
+                }
                 continue
             }
             guard let text = value ?? remaining.popFirst() else { return nil }
@@ -121,6 +128,7 @@ struct RunOptions {
             case "--run-root": options.runRoot = text
             case "--log-dir": options.logDir = text
             case "--log-level": options.logLevel = text
+            case "--save-dir": options.saveDir = text
             case "--shutdown-timeout":
                 guard let number = Double(text) else { return nil }
                 options.shutdownTimeout = number
@@ -155,7 +163,8 @@ struct RunOptions {
         let config = ShimConfiguration(
             xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: parsed.spec.name),
             logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
-            shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout))
+            shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout), saveDirectory: saveDir,
+            forceBoot: forceBoot, bypassCacheOnRestore: bypassCache)
         let code = await ShimRunner.run(
             config: config, xml: text, spec: parsed.spec, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
         throw ExitCode(code)
@@ -183,13 +192,22 @@ struct Run: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = RunOptions.defaultLogLevel
 
+    @Option(help: ArgumentHelp("Directory of managed-save images (default /var/lib/vmshim/save, or <run-root>/save with a custom root).", valueName: "dir"))
+    var saveDir: String?
+
+    @Flag(help: "Boot cold even if the domain has a managed-save image (the image is discarded).")
+    var forceBoot = false
+
+    @Flag(help: "Read a managed-save image with O_DIRECT, bypassing the page cache.")
+    var bypassCache = false
+
     @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
     var xml: String
 
     var options: RunOptions {
         RunOptions(
             runRoot: root.runRoot, paused: paused, shutdownTimeout: shutdownTimeout, qmpTimeout: qmpTimeout, logDir: logDir,
-            logLevel: logLevel, xml: xml)
+            logLevel: logLevel, saveDir: saveDir, forceBoot: forceBoot, bypassCache: bypassCache, xml: xml)
     }
 
     func validate() throws { try options.validate() }
@@ -394,6 +412,25 @@ struct Destroy: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Seconds between SIGTERM and SIGKILL.", valueName: "seconds")) var grace: UInt32 = 0
     func run() async throws {
         do { printState(try await domain.client().destroy(graceSeconds: grace)) } catch { throw report(error) }
+    }
+}
+
+struct Save: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Save the guest's state to a managed-save image and stop it; 'vmshim run' restores it.")
+    @OptionGroup var domain: DomainArgument
+    @Flag(help: "Write the image with O_DIRECT, bypassing the page cache.") var bypassCache = false
+    @Option(help: ArgumentHelp("Limit the state stream to this many MiB/s (default: unlimited).", valueName: "MiB"))
+    var bandwidth: UInt64 = 0
+
+    func run() async throws {
+        do {
+            let saved = try await domain.client().save(bypassCache: bypassCache, bandwidthMiBPerSecond: bandwidth)
+            print(
+                "\(domain.name): saved to \(saved.imagePath) (\(saved.streamBytes) bytes in \(saved.durationMicros / 1000) ms, guest \(saved.guestWasRunning ? "running" : "paused"))")
+        } catch {
+            throw report(error)
+        }
     }
 }
 

@@ -91,6 +91,17 @@ public struct ControlClient: Sendable {
         return try await with { [request] in try await $0.qmp(request, options: options) }
     }
 
+    /// Managed save; the shim exits once QEMU has stopped.
+    public func save(bypassCache: Bool = false, bandwidthMiBPerSecond: UInt64 = 0) async throws -> Vmshim_Control_V1_SaveResponse {
+        var request = Vmshim_Control_V1_SaveRequest()
+        request.bypassCache = bypassCache
+        request.bandwidthMibPerSecond = bandwidthMiBPerSecond
+        // A save takes as long as the guest's memory takes to write.
+        var options = callOptions
+        options.timeout = nil
+        return try await with { [request, options] in try await $0.save(request, options: options) }
+    }
+
     /// Streams events until `handler` returns false or the shim ends.
     public func watchEvents(includeQMP: Bool, _ handler: @escaping @Sendable (Vmshim_Control_V1_Event) async -> Bool) async throws {
         var request = Vmshim_Control_V1_WatchEventsRequest()

@@ -84,6 +84,20 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
         }
     }
 
+    func save(request: Vmshim_Control_V1_SaveRequest, context: ServerContext) async throws -> Vmshim_Control_V1_SaveResponse {
+        try await run {
+            let result = try await supervisor.save(
+                bypassCache: request.bypassCache, bandwidthMiBPerSecond: request.bandwidthMibPerSecond)
+            var response = Vmshim_Control_V1_SaveResponse()
+            response.imagePath = result.imagePath
+            response.streamBytes = result.streamBytes
+            let (seconds, attoseconds) = result.duration.components
+            response.durationMicros = UInt64(max(0, seconds)) * 1_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000_000)
+            response.guestWasRunning = result.guestWasRunning
+            return response
+        }
+    }
+
     func watchEvents(
         request: Vmshim_Control_V1_WatchEventsRequest, response: RPCWriter<Vmshim_Control_V1_Event>, context: ServerContext
     ) async throws {

@@ -163,7 +163,12 @@ public struct DiskStorage: Sendable {
     }
 
     /// The spec QEMU gets (chains filled in, optional disks dropped) and what was dropped.
-    public func prepare(_ input: DomainSpec) throws -> (DomainSpec, [Drop]) {
+    ///
+    /// `coldBoot` is false for a restore: the saved guest state describes
+    /// every device, so a hard disk can no longer be left out, while a
+    /// requisite cdrom now loses its medium instead of failing (libvirt's
+    /// qemuDomainCheckDiskStartupPolicy).
+    public func prepare(_ input: DomainSpec, coldBoot: Bool = true) throws -> (DomainSpec, [Drop]) {
         var spec = input
         var drops: [Drop] = []
         // libvirt 9.0's node numbers: every top image and declared layer,
@@ -186,15 +191,11 @@ public struct DiskStorage: Sendable {
                 try resolveChain(&disk, source: source, nextNode: &next)
                 spec.devices.disks[index] = disk
             } catch let error as ShimError {
-                switch (disk.startupPolicy ?? .mandatory, disk.device) {
-                case (.mandatory, _), (.requisite, _):
-                    // libvirt's text first, then which disk and what to do.
-                    let without = disk.device == .cdrom ? "start with an empty tray" : "start without this disk"
-                    throw ShimError(
-                        error.code,
-                        "\(error.message); disk '\(disk.targetDev)' cannot start without it: fix the image, or set <source startupPolicy='optional'> to \(without)",
-                        cause: error.cause)
-                case (.optional, .cdrom):
+                // libvirt's decision table: a cdrom drops its medium when
+                // optional, or requisite on a restore; an optional hard disk
+                // is removed at a cold boot only; everything else fails.
+                let policy = disk.startupPolicy ?? .mandatory
+                if disk.device == .cdrom, policy == .optional || (policy == .requisite && !coldBoot) {
                     disk.source = nil
                     disk.backingChain = []
                     disk.backingChainComplete = true
@@ -202,9 +203,21 @@ public struct DiskStorage: Sendable {
                     disk.startupPolicy = nil
                     spec.devices.disks[index] = disk
                     drops.append(Drop(targetDev: disk.targetDev, alias: disk.alias, source: source, reason: "missing-on-start", why: error.message))
-                case (.optional, .disk):
+                } else if policy == .optional, coldBoot {
                     spec.devices.disks.remove(at: index)
                     drops.append(Drop(targetDev: disk.targetDev, alias: disk.alias, source: source, reason: "drop-missing-on-start", why: error.message))
+                } else if !coldBoot {
+                    throw ShimError(
+                        error.code,
+                        "\(error.message); disk '\(disk.targetDev)' was part of the guest when it was saved, so the restore needs it: put the image back, or boot cold with --force-boot (the saved state is then discarded)",
+                        cause: error.cause)
+                } else {
+                    // libvirt's text first, then which disk and what to do.
+                    let without = disk.device == .cdrom ? "start with an empty tray" : "start without this disk"
+                    throw ShimError(
+                        error.code,
+                        "\(error.message); disk '\(disk.targetDev)' cannot start without it: fix the image, or set <source startupPolicy='optional'> to \(without)",
+                        cause: error.cause)
                 }
             }
         }

@@ -52,4 +52,10 @@ public struct RunDirectory: Sendable, Equatable {
     public static func defaultLogDirectory(root: String) -> String {
         root == defaultRoot ? "/var/log/vmshim" : "\(root)/log"
     }
+
+    /// Managed-save images: /var/lib/vmshim/save with the default root
+    /// (they must outlive /run), `<root>/save` with a custom one.
+    public static func defaultSaveDirectory(root: String) -> String {
+        root == defaultRoot ? "/var/lib/vmshim/save" : "\(root)/save"
+    }
 }

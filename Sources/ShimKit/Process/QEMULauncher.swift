@@ -15,8 +15,14 @@ public enum QEMULauncher {
         public var createdSockets: [String]
     }
 
-    public static func launch(plan: LaunchPlan, spec: DomainSpec, logFile: String, shimVersion: String) throws -> Launched {
+    /// `incoming` is the restore stream's fd; the launcher takes it over
+    /// (it is closed here, QEMU keeps its copy).
+    public static func launch(
+        plan: LaunchPlan, spec: DomainSpec, logFile: String, shimVersion: String, incoming: Int32? = nil
+    ) throws -> Launched {
         var opened: [(parent: Int32, child: Int32)] = []
+        var incoming = incoming
+        defer { if let incoming { close(incoming) } }
         var createdSockets: [String] = []
         var tapNames: [String: String] = [:]
         var succeeded = false
@@ -41,6 +47,12 @@ public enum QEMULauncher {
                     name: name, managed: managed, vnetHeader: vnetHeader, guestMAC: nic?.mac ?? "", mtu: nic?.mtu)
                 tapNames[alias] = tap.name
                 opened.append((tap.fd, request.childFD))
+            case .incomingMigration:
+                guard let fd = incoming else {
+                    throw ShimError(.internalError, "the plan restores saved state but no stream was opened")
+                }
+                incoming = nil
+                opened.append((fd, request.childFD))
             }
         }
 

@@ -13,6 +13,9 @@ public struct LaunchPlan: Sendable, Equatable {
 
     public var argv: [String] { [executable] + arguments }
 
+    /// The fd number QEMU reads a restore's stream from.
+    public var incomingMigrationFD: Int32? { fds.first { $0.resource == .incomingMigration }?.childFD }
+
     /// libvirt-style rendering: `KEY=value \` lines, the binary, then one option
     /// per line; values with shell-special characters are single-quoted.
     public func rendered() -> String {
@@ -56,6 +59,8 @@ public struct FDRequest: Sendable, Equatable {
         case file(path: String, append: Bool)
         /// A tap device: created (or, unmanaged, opened) by the shim.
         case tap(name: String?, vnetHeader: Bool, managed: Bool, alias: String)
+        /// The saved state a restore reads (`migrate-incoming fd:N`).
+        case incomingMigration
     }
     public var childFD: Int32
     public var resource: Resource

@@ -14,11 +14,14 @@ public struct QEMUCommandLine {
         public var now: Int64
         /// The host's UTC offset in seconds, for `basis='localtime'`.
         public var localTimeOffset: Int64
+        /// A restore: QEMU waits for `migrate-incoming` on an inherited fd.
+        public var incomingMigration: Bool
 
-        public init(runDirectory: RunDirectory, now: Int64, localTimeOffset: Int64) {
+        public init(runDirectory: RunDirectory, now: Int64, localTimeOffset: Int64, incomingMigration: Bool = false) {
             self.runDirectory = runDirectory
             self.now = now
             self.localTimeOffset = localTimeOffset
+            self.incomingMigration = incomingMigration
         }
     }
 
@@ -86,6 +89,11 @@ public struct QEMUCommandLine {
         addBalloon()
         addRNGs()
         addPanics()
+        if context.incomingMigration {
+            // Where libvirt puts it; the stream's fd is named in migrate-incoming.
+            _ = passFD(.incomingMigration)
+            add("-incoming", "defer")
+        }
         add("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
         add("-msg", "timestamp=on")
     }

@@ -28,11 +28,28 @@ public struct StatusFile: Sendable, Equatable {
     public var updatedAt: Int64
     /// The live definition: the user's XML plus what vmshim filled in.
     public var liveXML: String
+    /// Set while a managed save runs, so a shim that replaces a dead one can
+    /// undo it (remove the partial image, resume the guest).
+    public var pendingSave: PendingSave?
+
+    public struct PendingSave: Sendable, Equatable {
+        /// The image being written (`NAME.save.part`).
+        public var partialImage: String
+        /// The image a finished save renames it to.
+        public var image: String
+        public var guestWasRunning: Bool
+
+        public init(partialImage: String, image: String, guestWasRunning: Bool) {
+            self.partialImage = partialImage
+            self.image = image
+            self.guestWasRunning = guestWasRunning
+        }
+    }
 
     public init(
         name: String, uuid: String, state: VMState, reason: String, shim: ProcessIdentity, shimVersion: String,
         qemu: ProcessIdentity?, qemuBinary: String, qemuVersion: String?, qmpSocket: String, controlSocket: String,
-        logFile: String, startedAt: Int64, updatedAt: Int64, liveXML: String
+        logFile: String, startedAt: Int64, updatedAt: Int64, liveXML: String, pendingSave: PendingSave? = nil
     ) {
         self.name = name
         self.uuid = uuid
@@ -49,6 +66,7 @@ public struct StatusFile: Sendable, Equatable {
         self.startedAt = startedAt
         self.updatedAt = updatedAt
         self.liveXML = liveXML
+        self.pendingSave = pendingSave
     }
 
     static func identityJSON(_ identity: ProcessIdentity) -> JSONValue {
@@ -74,6 +92,12 @@ public struct StatusFile: Sendable, Equatable {
         object["startedAt"] = .int(startedAt)
         object["updatedAt"] = .int(updatedAt)
         object["liveXML"] = .string(liveXML)
+        if let pendingSave {
+            object["save"] = [
+                "partialImage": .string(pendingSave.partialImage), "image": .string(pendingSave.image),
+                "guestWasRunning": .bool(pendingSave.guestWasRunning),
+            ]
+        }
         return .object(object)
     }
 
@@ -136,6 +160,10 @@ public struct StatusFile: Sendable, Equatable {
             logFile: value["logFile"]?.stringValue ?? "",
             startedAt: value["startedAt"]?.int64Value ?? 0,
             updatedAt: value["updatedAt"]?.int64Value ?? 0,
-            liveXML: value["liveXML"]?.stringValue ?? "")
+            liveXML: value["liveXML"]?.stringValue ?? "",
+            pendingSave: value["save"].flatMap { save in
+                guard let partial = save["partialImage"]?.stringValue, let image = save["image"]?.stringValue else { return nil }
+                return PendingSave(partialImage: partial, image: image, guestWasRunning: save["guestWasRunning"]?.boolValue ?? false)
+            })
     }
 }

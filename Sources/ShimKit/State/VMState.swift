@@ -22,7 +22,9 @@ public enum VMState: String, Sendable, Codable, CaseIterable {
             return false
         case (.running, .resume), (.paused, .pause):
             return false
-        case (.shuttingDown, .pause), (.shuttingDown, .resume), (.shuttingDown, .reboot):
+        case (.shuttingDown, .pause), (.shuttingDown, .resume), (.shuttingDown, .reboot), (.shuttingDown, .save):
+            return false
+        case (.crashed, .save):
             return false
         default:
             return true
@@ -31,5 +33,5 @@ public enum VMState: String, Sendable, Codable, CaseIterable {
 }
 
 public enum VMOperation: String, Sendable {
-    case shutdown, reboot, pause, resume, destroy, qmp
+    case shutdown, reboot, pause, resume, destroy, qmp, save
 }

@@ -19,7 +19,7 @@ public enum ShimRunner {
         let name = config.runDirectory.name
         let logger = Logger(label: "vmshim[\(name)]") { ShimLogHandler(label: $0, level: logLevel) }
         func fail(_ error: any Error) -> Int32 {
-            logger.error("\(error)")
+            logger.error("\((error as? ShimError)?.message ?? "\(error)")")
             return ShimOutcome.Code.startFailed
         }
 
@@ -35,6 +35,8 @@ public enum ShimRunner {
         } catch {
             return fail(error)
         }
+        // A restore's pump writes into a pipe QEMU may close: EPIPE, not death.
+        signal(SIGPIPE, SIG_IGN)
         // Watch signals before anything starts, so none is lost.
         let signals = SignalWatcher([SIGTERM, SIGINT, SIGHUP])
         // As a container's main process, collect the container's orphans.

@@ -10,11 +10,18 @@ public struct ShimConfiguration: Sendable {
     /// Destroy: SIGTERM to QEMU, then SIGKILL after this.
     public var destroyGrace: Duration
     public var version: String
+    /// Where managed-save images live (`NAME.save`).
+    public var saveDirectory: String
+    /// Boot cold even when a managed-save image exists (it is discarded).
+    public var forceBoot: Bool
+    /// Read a managed-save image with O_DIRECT when restoring.
+    public var bypassCacheOnRestore: Bool
 
     public init(
         xmlPath: String, runDirectory: RunDirectory, logDirectory: String, startPaused: Bool = false,
         shutdownTimeout: Duration = .seconds(60), qmpTimeout: Duration = .seconds(30), destroyGrace: Duration = .seconds(10),
-        version: String = VMShimVersion.current
+        version: String = VMShimVersion.current, saveDirectory: String? = nil, forceBoot: Bool = false,
+        bypassCacheOnRestore: Bool = false
     ) {
         self.xmlPath = xmlPath
         self.runDirectory = runDirectory
@@ -24,6 +31,9 @@ public struct ShimConfiguration: Sendable {
         self.qmpTimeout = qmpTimeout
         self.destroyGrace = destroyGrace
         self.version = version
+        self.saveDirectory = saveDirectory ?? RunDirectory.defaultSaveDirectory(root: runDirectory.root)
+        self.forceBoot = forceBoot
+        self.bypassCacheOnRestore = bypassCacheOnRestore
     }
 
     public var logFile: String { "\(logDirectory)/\(runDirectory.name).log" }
@@ -33,6 +43,14 @@ public enum VMShimVersion {
     public static let current = "0.1.0"
     /// API packages the control socket serves.
     public static let controlAPIs = ["vmshim.control.v1"]
+}
+
+/// What a managed save wrote.
+public struct SaveResult: Sendable {
+    public var imagePath: String
+    public var streamBytes: UInt64
+    public var duration: Duration
+    public var guestWasRunning: Bool
 }
 
 /// One event on a VM's event stream (WatchEvents).

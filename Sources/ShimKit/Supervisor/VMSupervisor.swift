@@ -42,8 +42,11 @@ public actor VMSupervisor {
     private let eventHub = Broadcast<VMEvent>(bufferLimit: 4096)
     private var eventSequence: UInt64 = 0
 
-    private enum Intent { case none, shutdown, destroy, acpiReboot }
+    private enum Intent { case none, shutdown, destroy, acpiReboot, save }
     private var intent = Intent.none
+    /// Set from the moment a managed save starts until QEMU has quit (or the
+    /// save was undone); written to the status file for a successor shim.
+    private var pendingSave: StatusFile.PendingSave?
     private var pendingPauseReason: String?
     private var lastShutdownReason: String?
     private var guestPoweredOff = false
@@ -116,7 +119,7 @@ public actor VMSupervisor {
             shimVersion: config.version, qemu: qemuIdentity, qemuBinary: spec.emulator,
             qemuVersion: qemuVersion.isEmpty ? nil : qemuVersion, qmpSocket: config.runDirectory.qmpSocket,
             controlSocket: config.runDirectory.controlSocket, logFile: config.logFile, startedAt: startedAt,
-            updatedAt: Int64(time(nil)), liveXML: liveXML())
+            updatedAt: Int64(time(nil)), liveXML: liveXML(), pendingSave: pendingSave)
     }
 
     private func writeStatus() async {
@@ -191,7 +194,7 @@ public actor VMSupervisor {
             return
         }
         try checkUUIDUnique()
-        try await launch()
+        try await launch(restoring: try await managedSaveToRestore())
     }
 
     private func readPreviousStatus() throws -> StatusFile? {
@@ -231,17 +234,24 @@ public actor VMSupervisor {
         }
     }
 
-    private func launch() async throws {
+    private func launch(restoring saved: SavedState? = nil) async throws {
         let runDirectory = config.runDirectory
+        if let saved {
+            // The saved definition is the hardware the saved state belongs to.
+            spec = saved.spec
+            sourceXML = saved.image.xml
+            sourceName = saved.label
+            setState(.starting, "restoring")
+        }
         // Every image and backing layer, checked off the cooperative pool;
         // startupPolicy='optional' disks that are missing are left out.
         let storage = DiskStorage(file: config.xmlPath)
         let unchecked = spec
         var drops: [DiskStorage.Drop] = []
         if unchecked.devices.disks.contains(where: { $0.source != nil }) {
-            (spec, drops) = try await NIOThreadPool.singleton.runIfActive { try storage.prepare(unchecked) }
+            (spec, drops) = try await NIOThreadPool.singleton.runIfActive { try storage.prepare(unchecked, coldBoot: saved == nil) }
         } else {
-            (spec, drops) = try storage.prepare(unchecked)  // nothing to read: numbering only
+            (spec, drops) = try storage.prepare(unchecked, coldBoot: saved == nil)  // nothing to read: numbering only
         }
         for drop in drops {
             let what = drop.reason == "missing-on-start" ? "starts with an empty tray" : "is left out of the guest"
@@ -253,14 +263,26 @@ public actor VMSupervisor {
         localtime_r(&now, &zone)
         let plan = try QEMUCommandLine.plan(
             spec,
-            context: QEMUCommandLine.Context(runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff)))
+            context: QEMUCommandLine.Context(
+                runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff),
+                incomingMigration: saved != nil))
         guard access(spec.emulator, X_OK) == 0 else {
             throw ShimError(
                 .invalidArgument,
                 "\(config.xmlPath): the <emulator> \(spec.emulator) is not an executable file (install qemu-system-x86 or fix the path)")
         }
         try FileIO.makeDirectories(config.logDirectory, mode: 0o755)
-        let launched = try QEMULauncher.launch(plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version)
+        var stream: SaveStream.Source?
+        if let saved {
+            let path = saved.paths.image
+            let image = saved.image
+            let bypass = config.bypassCacheOnRestore
+            stream = try await NIOThreadPool.singleton.runIfActive {
+                try SaveStream.openForRestore(path: path, image: image, bypassCache: bypass)
+            }
+        }
+        let launched = try QEMULauncher.launch(
+            plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version, incoming: stream?.takeDescriptorForQEMU())
         process = launched.process
         qemuIdentity = launched.identity
         createdSockets = launched.createdSockets
@@ -276,7 +298,9 @@ public actor VMSupervisor {
             qemuVersion = client.greeting.versionString
             try await setUpBeforeStart(client)
             startWatching(client: client, process: launched.process)
-            if config.startPaused {
+            if let saved, let stream, let fd = plan.incomingMigrationFD {
+                try await restoreState(client, saved: saved, stream: stream, fd: fd)
+            } else if config.startPaused {
                 setState(.paused, "user")
             } else {
                 try await client.run(Cont())
@@ -288,6 +312,239 @@ public actor VMSupervisor {
             await failStart(error)
             throw startError(error)
         }
+    }
+
+    // MARK: - Managed save and restore
+
+    /// A managed-save image that the start restores instead of booting.
+    struct SavedState: Sendable {
+        var paths: SaveImage.Paths
+        var image: SaveImage
+        /// The saved definition, parsed and prepared.
+        var spec: DomainSpec
+        /// Names the image in error messages about its XML.
+        var label: String
+    }
+
+    /// The image to restore, if any: nil when there is none or --force-boot
+    /// discards it. An image that cannot be restored is moved aside and the
+    /// start fails, naming why; the next start boots cold.
+    private func managedSaveToRestore() async throws -> SavedState? {
+        let paths = SaveImage.Paths(directory: config.saveDirectory, domain: spec.name)
+        if FileIO.exists(paths.partial) {
+            // Holding the run directory lock, with no QEMU of ours running:
+            // no save of this domain is in progress, so this one died.
+            logger.notice("removing \(paths.partial), left by a managed save that did not finish")
+            FileIO.remove(paths.partial)
+        }
+        guard FileIO.exists(paths.image) else { return nil }
+        if config.forceBoot {
+            logger.notice("--force-boot: discarding the managed save image \(paths.image) and booting cold")
+            FileIO.remove(paths.image)
+            FileIO.syncDirectory(of: paths.image)
+            return nil
+        }
+        let image: SaveImage
+        do {
+            image = try await NIOThreadPool.singleton.runIfActive { try SaveImage.read(path: paths.image) }
+        } catch let damaged as SaveImage.Damaged {
+            throw keepAside(paths, why: "\(damaged)")
+        }
+        let label = "\(paths.image) (saved definition)"
+        let parsed: DomainSpec
+        do {
+            parsed = try DomainParser(file: label).parse(image.xml).spec
+        } catch {
+            throw keepAside(paths, why: "holds a domain XML vmshim cannot read: \((error as? ShimError)?.message ?? "\(error)")")
+        }
+        guard parsed.uuid == spec.uuid else {
+            throw ShimError(
+                .alreadyExists,
+                "\(config.xmlPath): the managed save image \(paths.image) belongs to UUID \(parsed.uuid), but this domain '\(spec.name)' has UUID \(spec.uuid); restore it with its own XML, or use --force-boot to discard it")
+        }
+        let prepared = try VMSupervisor.prepare(parsed, file: label, runDirectory: config.runDirectory, live: true)
+        logger.info("restoring domain '\(spec.name)' from \(paths.image) (\(image.streamLength) bytes, saved \(image.guestWasRunning ? "running" : "paused"))")
+        return SavedState(paths: paths, image: image, spec: prepared, label: label)
+    }
+
+    /// Moves an image that cannot be restored to `NAME.save.corrupt` and
+    /// returns the error that fails the start.
+    private func keepAside(_ paths: SaveImage.Paths, why: String) -> ShimError {
+        let kept = rename(paths.image, paths.corrupt) == 0
+        FileIO.syncDirectory(of: paths.image)
+        let where_ = kept ? "it was moved to \(paths.corrupt)" : "it could not be moved aside (\(SystemError.current)); remove it"
+        return ShimError(
+            .invalidArgument,
+            "cannot restore domain '\(spec.name)' from its managed save image: \(why); \(where_). Run again to boot the domain cold (its saved state is lost)")
+    }
+
+    /// Loads the saved state into the new QEMU and resumes the guest as it
+    /// was saved. The image is deleted only once QEMU has all of it.
+    private func restoreState(_ client: QMPClient, saved: SavedState, stream: SaveStream.Source, fd: Int32) async throws {
+        let began = ContinuousClock.now
+        let pump: Task<UInt64, any Error>? = stream.hasPump ? Task {
+            try await NIOThreadPool.singleton.runIfActive { try stream.pump() }
+        } : nil
+        do {
+            try await client.execute("migrate-incoming", ["uri": .string("fd:\(fd)")])
+            try await waitForMigration(client, what: "restoring the saved state")
+            _ = try await pump?.value
+        } catch {
+            // QEMU refused the stream (it usually exits: "load of migration
+            // failed"), or the image could not be read: it will not restore.
+            let why = client.isClosed
+                ? "QEMU exited while loading it"
+                : "QEMU could not load it (\((error as? ShimError)?.message ?? "\(error)"))"
+            throw keepAside(saved.paths, why: why)
+        }
+        FileIO.remove(saved.paths.image)
+        FileIO.syncDirectory(of: saved.paths.image)
+        let elapsed = ContinuousClock.now - began
+        logger.info("restored the saved state in \(elapsed.shortDescription); removed \(saved.paths.image)")
+        if saved.image.guestWasRunning, !config.startPaused {
+            try await client.run(Cont())
+            setState(.running, "restored")
+        } else {
+            setState(.paused, "restored")
+        }
+    }
+
+    /// Polls `query-migrate` until the migration ends; throws QEMU's reason
+    /// when it failed or was cancelled.
+    private func waitForMigration(_ client: QMPClient, what: String) async throws {
+        while true {
+            let info = try await client.execute("query-migrate")
+            switch info["status"]?.stringValue ?? "none" {
+            case "completed":
+                return
+            case "failed", "cancelled":
+                let why = info["error-desc"]?.stringValue ?? (info["status"]?.stringValue ?? "failed")
+                throw ShimError(.qemuFailed, "\(what) failed: \(why)")
+            default:
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+    }
+
+    /// Managed save: pauses the guest, streams its state into
+    /// `<save dir>/NAME.save`, then quits QEMU; the shim exits 0 and the next
+    /// `vmshim run` restores it. A save that fails leaves the guest as it was.
+    public func save(bypassCache: Bool, bandwidthMiBPerSecond: UInt64 = 0) async throws -> SaveResult {
+        await operations.acquire()
+        defer { Task { await self.operations.release() } }
+        try requireAllowed(.save)
+        let client = try monitor()
+        let paths = SaveImage.Paths(directory: config.saveDirectory, domain: spec.name)
+        try FileIO.makeDirectories(config.saveDirectory, mode: 0o700)
+        guard !FileIO.exists(paths.image) else {
+            throw ShimError(
+                .alreadyExists, "domain '\(spec.name)' already has a managed save image \(paths.image); remove it first")
+        }
+        let began = ContinuousClock.now
+        let wasRunning = state == .running
+        let previousReason = reason
+        let image = SaveImage(guestWasRunning: wasRunning, complete: false, streamLength: 0, createdAt: Int64(time(nil)), xml: liveXML())
+        pendingSave = StatusFile.PendingSave(partialImage: paths.partial, image: paths.image, guestWasRunning: wasRunning)
+        await writeStatus()
+        var writer: SaveStream.Writer?
+        var migrationStarted = false
+        let length: UInt64
+        do {
+            if wasRunning {
+                pendingPauseReason = "saving"
+                try await client.run(Stop())
+                setState(.paused, "saving")
+            }
+            let created = try await NIOThreadPool.singleton.runIfActive {
+                try SaveStream.Writer(paths: paths, image: image, bypassCache: bypassCache)
+            }
+            writer = created
+            // QEMU's default migration bandwidth is 32 MiB/s; libvirt lifts it for saves.
+            let bandwidth = bandwidthMiBPerSecond == 0 ? UInt64(1) << 40 : bandwidthMiBPerSecond << 20
+            try await client.execute("migrate-set-parameters", ["max-bandwidth": .number(bandwidth)])
+            var pump: Task<UInt64, any Error>?
+            if bypassCache {
+                let ends = try SaveStream.makePipe()
+                pump = Task {
+                    defer { close(ends.read) }
+                    return try await NIOThreadPool.singleton.runIfActive { try created.pump(from: ends.read) }
+                }
+                defer { close(ends.write) }  // QEMU holds its own copy once getfd returns
+                try await client.passFD(ends.write, name: "vmshim-save")
+            } else {
+                try await client.passFD(created.descriptorForQEMU, name: "vmshim-save")
+            }
+            migrationStarted = true
+            do {
+                try await client.execute("migrate", ["uri": "fd:vmshim-save"])
+            } catch {
+                _ = try? await client.execute("closefd", ["fdname": "vmshim-save"])
+                throw error
+            }
+            try await waitForMigration(client, what: "saving the guest's state")
+            if let pump {
+                length = try await pump.value
+            } else {
+                length = try created.writtenByQEMU()
+            }
+            try await NIOThreadPool.singleton.runIfActive {
+                try created.finish(streamLength: length, createdAt: Int64(time(nil)))
+            }
+        } catch {
+            if migrationStarted { _ = try? await client.execute("migrate_cancel") }
+            if let writer { try? await NIOThreadPool.singleton.runIfActive { writer.discard() } }
+            pendingSave = nil
+            var message = "cannot save domain '\(spec.name)': \((error as? ShimError)?.message ?? "\(error)")"
+            if wasRunning {
+                do {
+                    try await client.run(Cont())
+                    setState(.running, "save-failed")
+                    message += "; the guest runs on"
+                } catch {
+                    message += "; resuming the guest failed too (\(error)): it is paused"
+                }
+            } else {
+                setState(.paused, previousReason)
+                message += "; the guest stays paused"
+            }
+            await writeStatus()
+            logger.error("\(message)")
+            throw ShimError((error as? ShimError)?.code ?? .qemuFailed, message, cause: ShimError.wrap(error, .qemuFailed, "save"))
+        }
+        let elapsed = ContinuousClock.now - began
+        logger.info("saved domain '\(spec.name)' to \(paths.image): \(length) bytes in \(elapsed.shortDescription)")
+        intent = .save
+        quitQEMU(reason: "saved to \(paths.image)")
+        return SaveResult(imagePath: paths.image, streamBytes: length, duration: elapsed, guestWasRunning: wasRunning)
+    }
+
+    /// A shim that died during a managed save left QEMU paused (or still
+    /// migrating) and the status file saying so. A save that got as far as
+    /// renaming its image is finished (QEMU is quit); otherwise it is undone:
+    /// the migration cancelled, the partial image removed, the guest resumed.
+    private func recoverInterruptedSave(_ save: StatusFile.PendingSave, client: QMPClient) async throws {
+        if let image = try? await NIOThreadPool.singleton.runIfActive({ try SaveImage.read(path: save.image) }), image.complete {
+            logger.notice("the previous vmshim finished saving domain '\(spec.name)' to \(save.image) but did not stop QEMU: stopping it")
+            pendingSave = save
+            intent = .save
+            quitQEMU(reason: "saved to \(save.image)")
+            return
+        }
+        let status = try await client.execute("query-migrate")["status"]?.stringValue ?? "none"
+        if ["setup", "active", "pre-switchover", "device", "cancelling"].contains(status) {
+            _ = try? await client.execute("migrate_cancel")
+        }
+        do {
+            try await waitForMigration(client, what: "the interrupted save")
+        } catch {
+            // Cancelled or failed: what we want.
+        }
+        FileIO.remove(save.partialImage)
+        pendingSave = nil
+        if save.guestWasRunning {
+            try await client.run(Cont())
+        }
+        logger.notice("undid a managed save the previous vmshim did not finish: removed \(save.partialImage)\(save.guestWasRunning ? ", resumed the guest" : "")")
     }
 
     /// Races the monitor handshake against QEMU exiting, so a QEMU that
@@ -396,7 +653,7 @@ public actor VMSupervisor {
 
     /// Undo a half-done start: no QEMU, no sockets, no status file remain.
     private func failStart(_ error: any Error) async {
-        logger.error("start failed: \(error)")
+        logger.notice("start failed, undoing it: \((error as? ShimError)?.message.prefix(200) ?? "\(error)")")
         await qmp?.close()
         qmp = nil
         if let process {
@@ -458,6 +715,9 @@ public actor VMSupervisor {
         qmp = client
         qemuVersion = client.greeting.versionString
         try await refreshCharDevicePaths(client)
+        if let save = previous.pendingSave {
+            try await recoverInterruptedSave(save, client: client)
+        }
         let status = try await client.run(QueryStatus())
         startWatching(client: client, process: handle)
         switch status.status {
@@ -545,7 +805,7 @@ public actor VMSupervisor {
             intent = .none
             guestPoweredOff = false
             restartGuest(reason: "rebooted")
-        case .shutdown, .destroy:
+        case .shutdown, .destroy, .save:
             quitQEMU(reason: "shutdown requested")
         case .none:
             switch spec.lifecycle.onPoweroff {
@@ -620,7 +880,11 @@ public actor VMSupervisor {
     private func qemuExited(_ status: ExitStatus) async {
         await qmp?.close()
         let result: ShimOutcome
-        if guestPanicked {
+        if intent == .save, let save = pendingSave {
+            result = ShimOutcome(
+                exitCode: 0, state: .shutoff, reason: "saved",
+                message: "domain '\(spec.name)' was saved to \(save.image); run it again to restore it")
+        } else if guestPanicked {
             result = ShimOutcome(
                 exitCode: ShimOutcome.Code.guestPanicked, state: .crashed, reason: "panicked",
                 message: "the guest of domain '\(spec.name)' panicked and on_crash is destroy")

@@ -238,6 +238,29 @@ import Testing
         #expect(reparsed.devices.disks[1].source == nil)
     }
 
+    /// The "not cold" column: on a restore a requisite cdrom loses its
+    /// medium, and an optional hard disk can no longer be left out.
+    @Test func restoreUsesTheNotColdColumn() throws {
+        defer { FileIO.removeTree(scratch) }
+        let missing = scratch + "/missing.qcow2"
+        let iso = scratch + "/missing.iso"
+        let storage = DiskStorage(file: "t.xml")
+        for policy in ["requisite", "optional"] {
+            let spec = try Fixtures.prepare(domain(disk("sda", iso, format: "raw", device: "cdrom", bus: "sata", policy: policy)), file: "t.xml")
+            let (restored, drops) = try storage.prepare(spec, coldBoot: false)
+            #expect(restored.devices.disks.first?.source == nil, "\(policy)")
+            #expect(drops.map(\.reason) == ["missing-on-start"], "\(policy)")
+        }
+        let optionalDisk = try Fixtures.prepare(domain(disk("vdb", missing, policy: "optional")), file: "t.xml")
+        expectError(["Cannot access storage file '\(missing)'", "disk 'vdb' was part of the guest when it was saved", "--force-boot"]) {
+            _ = try storage.prepare(optionalDisk, coldBoot: false)
+        }
+        let mandatoryCdrom = try Fixtures.prepare(domain(disk("sda", iso, format: "raw", device: "cdrom", bus: "sata")), file: "t.xml")
+        expectError(["Cannot access storage file '\(iso)'"]) { _ = try storage.prepare(mandatoryCdrom, coldBoot: false) }
+        // At a cold boot the optional hard disk is still dropped.
+        #expect(try storage.prepare(optionalDisk).0.devices.disks.isEmpty)
+    }
+
     @Test func optionalDiskWithABrokenChainIsDropped() throws {
         defer { FileIO.removeTree(scratch) }
         let base = try image("base.qcow2")

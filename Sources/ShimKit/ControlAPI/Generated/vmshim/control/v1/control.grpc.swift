@@ -144,6 +144,19 @@ public enum Vmshim_Control_V1_Control: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "Save" metadata.
+        public enum Save: Sendable {
+            /// Request type for "Save".
+            public typealias Input = Vmshim_Control_V1_SaveRequest
+            /// Response type for "Save".
+            public typealias Output = Vmshim_Control_V1_SaveResponse
+            /// Descriptor for "Save".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "vmshim.control.v1.Control"),
+                method: "Save",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "vmshim.control.v1.Control" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Info.descriptor,
@@ -154,7 +167,8 @@ public enum Vmshim_Control_V1_Control: Sendable {
             Resume.descriptor,
             Destroy.descriptor,
             QMP.descriptor,
-            WatchEvents.descriptor
+            WatchEvents.descriptor,
+            Save.descriptor
         ]
     }
 }
@@ -343,6 +357,27 @@ extension Vmshim_Control_V1_Control {
             request: GRPCCore.StreamingServerRequest<Vmshim_Control_V1_WatchEventsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Vmshim_Control_V1_Event>
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Managed save: pauses the guest, writes its state to the shim's save
+        /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+        /// > next `vmshim run` of the domain restores it. A failed save leaves the
+        /// > guest running (or paused) as it was. Added in 0.2.0.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Vmshim_Control_V1_SaveRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Vmshim_Control_V1_SaveResponse` messages.
+        func save(
+            request: GRPCCore.StreamingServerRequest<Vmshim_Control_V1_SaveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Vmshim_Control_V1_SaveResponse>
     }
 
     /// Service protocol for the "vmshim.control.v1.Control" service.
@@ -515,6 +550,27 @@ extension Vmshim_Control_V1_Control {
             request: GRPCCore.ServerRequest<Vmshim_Control_V1_WatchEventsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Vmshim_Control_V1_Event>
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Managed save: pauses the guest, writes its state to the shim's save
+        /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+        /// > next `vmshim run` of the domain restores it. A failed save leaves the
+        /// > guest running (or paused) as it was. Added in 0.2.0.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmshim_Control_V1_SaveRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Vmshim_Control_V1_SaveResponse` message.
+        func save(
+            request: GRPCCore.ServerRequest<Vmshim_Control_V1_SaveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Vmshim_Control_V1_SaveResponse>
     }
 
     /// Simple service protocol for the "vmshim.control.v1.Control" service.
@@ -686,6 +742,27 @@ extension Vmshim_Control_V1_Control {
             response: GRPCCore.RPCWriter<Vmshim_Control_V1_Event>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Managed save: pauses the guest, writes its state to the shim's save
+        /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+        /// > next `vmshim run` of the domain restores it. A failed save leaves the
+        /// > guest running (or paused) as it was. Added in 0.2.0.
+        ///
+        /// - Parameters:
+        ///   - request: A `Vmshim_Control_V1_SaveRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Vmshim_Control_V1_SaveResponse` to respond with.
+        func save(
+            request: Vmshim_Control_V1_SaveRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Vmshim_Control_V1_SaveResponse
     }
 }
 
@@ -787,6 +864,17 @@ extension Vmshim_Control_V1_Control.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Vmshim_Control_V1_Event>(),
             handler: { request, context in
                 try await self.watchEvents(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Vmshim_Control_V1_Control.Method.Save.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmshim_Control_V1_SaveRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmshim_Control_V1_SaveResponse>(),
+            handler: { request, context in
+                try await self.save(
                     request: request,
                     context: context
                 )
@@ -895,6 +983,17 @@ extension Vmshim_Control_V1_Control.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func save(
+        request: GRPCCore.StreamingServerRequest<Vmshim_Control_V1_SaveRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Vmshim_Control_V1_SaveResponse> {
+        let response = try await self.save(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -1019,6 +1118,19 @@ extension Vmshim_Control_V1_Control.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func save(
+        request: GRPCCore.ServerRequest<Vmshim_Control_V1_SaveRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Vmshim_Control_V1_SaveResponse> {
+        return GRPCCore.ServerResponse<Vmshim_Control_V1_SaveResponse>(
+            message: try await self.save(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -1238,6 +1350,32 @@ extension Vmshim_Control_V1_Control {
             deserializer: some GRPCCore.MessageDeserializer<Vmshim_Control_V1_Event>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Vmshim_Control_V1_Event>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Managed save: pauses the guest, writes its state to the shim's save
+        /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+        /// > next `vmshim run` of the domain restores it. A failed save leaves the
+        /// > guest running (or paused) as it was. Added in 0.2.0.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmshim_Control_V1_SaveRequest` message.
+        ///   - serializer: A serializer for `Vmshim_Control_V1_SaveRequest` messages.
+        ///   - deserializer: A deserializer for `Vmshim_Control_V1_SaveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func save<Result>(
+            request: GRPCCore.ClientRequest<Vmshim_Control_V1_SaveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmshim_Control_V1_SaveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmshim_Control_V1_SaveResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmshim_Control_V1_SaveResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1561,6 +1699,43 @@ extension Vmshim_Control_V1_Control {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Save" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Managed save: pauses the guest, writes its state to the shim's save
+        /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+        /// > next `vmshim run` of the domain restores it. A failed save leaves the
+        /// > guest running (or paused) as it was. Added in 0.2.0.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Vmshim_Control_V1_SaveRequest` message.
+        ///   - serializer: A serializer for `Vmshim_Control_V1_SaveRequest` messages.
+        ///   - deserializer: A deserializer for `Vmshim_Control_V1_SaveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func save<Result>(
+            request: GRPCCore.ClientRequest<Vmshim_Control_V1_SaveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Vmshim_Control_V1_SaveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Vmshim_Control_V1_SaveResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmshim_Control_V1_SaveResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Vmshim_Control_V1_Control.Method.Save.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1822,6 +1997,38 @@ extension Vmshim_Control_V1_Control.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Vmshim_Control_V1_WatchEventsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Vmshim_Control_V1_Event>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Save" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Managed save: pauses the guest, writes its state to the shim's save
+    /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+    /// > next `vmshim run` of the domain restores it. A failed save leaves the
+    /// > guest running (or paused) as it was. Added in 0.2.0.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Vmshim_Control_V1_SaveRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func save<Result>(
+        request: GRPCCore.ClientRequest<Vmshim_Control_V1_SaveRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmshim_Control_V1_SaveResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.save(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Vmshim_Control_V1_SaveRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Vmshim_Control_V1_SaveResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2121,6 +2328,42 @@ extension Vmshim_Control_V1_Control.ClientProtocol {
             metadata: metadata
         )
         return try await self.watchEvents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Save" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Managed save: pauses the guest, writes its state to the shim's save
+    /// > directory (<save dir>/NAME.save), then ends QEMU; the shim exits 0 and the
+    /// > next `vmshim run` of the domain restores it. A failed save leaves the
+    /// > guest running (or paused) as it was. Added in 0.2.0.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func save<Result>(
+        _ message: Vmshim_Control_V1_SaveRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Vmshim_Control_V1_SaveResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Vmshim_Control_V1_SaveRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.save(
             request: request,
             options: options,
             onResponse: handleResponse

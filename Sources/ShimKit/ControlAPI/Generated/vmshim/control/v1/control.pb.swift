@@ -312,6 +312,43 @@ public nonisolated struct Vmshim_Control_V1_OperationResponse: Sendable {
   fileprivate var _state: Vmshim_Control_V1_DomainState? = nil
 }
 
+public nonisolated struct Vmshim_Control_V1_SaveRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Write the image with O_DIRECT, bypassing the host's page cache.
+  public var bypassCache: Bool = false
+
+  /// Limit the state stream to this many MiB/s; 0 means unlimited.
+  public var bandwidthMibPerSecond: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Vmshim_Control_V1_SaveResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The managed save image, complete and synced.
+  public var imagePath: String = String()
+
+  /// Bytes of QEMU state in the image (after its header).
+  public var streamBytes: UInt64 = 0
+
+  public var durationMicros: UInt64 = 0
+
+  /// How the guest comes back on restore: running, or paused.
+  public var guestWasRunning: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Vmshim_Control_V1_QMPRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -877,6 +914,86 @@ nonisolated extension Vmshim_Control_V1_OperationResponse: SwiftProtobuf.Message
 
   public static func ==(lhs: Vmshim_Control_V1_OperationResponse, rhs: Vmshim_Control_V1_OperationResponse) -> Bool {
     if lhs._state != rhs._state {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vmshim_Control_V1_SaveRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SaveRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}bypass_cache\0\u{3}bandwidth_mib_per_second\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.bypassCache) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.bandwidthMibPerSecond) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.bypassCache != false {
+      try visitor.visitSingularBoolField(value: self.bypassCache, fieldNumber: 1)
+    }
+    if self.bandwidthMibPerSecond != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bandwidthMibPerSecond, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vmshim_Control_V1_SaveRequest, rhs: Vmshim_Control_V1_SaveRequest) -> Bool {
+    if lhs.bypassCache != rhs.bypassCache {return false}
+    if lhs.bandwidthMibPerSecond != rhs.bandwidthMibPerSecond {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Vmshim_Control_V1_SaveResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SaveResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}image_path\0\u{3}stream_bytes\0\u{3}duration_micros\0\u{3}guest_was_running\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.imagePath) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.streamBytes) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.durationMicros) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.guestWasRunning) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.imagePath.isEmpty {
+      try visitor.visitSingularStringField(value: self.imagePath, fieldNumber: 1)
+    }
+    if self.streamBytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.streamBytes, fieldNumber: 2)
+    }
+    if self.durationMicros != 0 {
+      try visitor.visitSingularUInt64Field(value: self.durationMicros, fieldNumber: 3)
+    }
+    if self.guestWasRunning != false {
+      try visitor.visitSingularBoolField(value: self.guestWasRunning, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Vmshim_Control_V1_SaveResponse, rhs: Vmshim_Control_V1_SaveResponse) -> Bool {
+    if lhs.imagePath != rhs.imagePath {return false}
+    if lhs.streamBytes != rhs.streamBytes {return false}
+    if lhs.durationMicros != rhs.durationMicros {return false}
+    if lhs.guestWasRunning != rhs.guestWasRunning {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
