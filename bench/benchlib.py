@@ -242,10 +242,16 @@ def wait_gone(pids, timeout):
 # Guest XML
 
 
-def make_guest_xml(template, name, uuid, serial_path, memory_mib=None):
+def make_guest_xml(template, name, uuid, serial_path, memory_mib=None, cmdline_extra=None):
     """A copy of the template with a new name/uuid, a file serial and console
-    (both on serial_path) and optionally a different memory size."""
+    (both on serial_path), optionally a different memory size and more
+    kernel command-line words."""
     root = ET.parse(template).getroot()
+    if cmdline_extra:
+        cmdline = root.find("os/cmdline")
+        if cmdline is None:
+            raise BenchError(f"{template} has no <os><cmdline> to add '{cmdline_extra}' to")
+        cmdline.text = f"{cmdline.text or ''} {cmdline_extra}".strip()
     root.find("name").text = name
     uuid_el = root.find("uuid")
     if uuid_el is None:
@@ -777,7 +783,8 @@ class LibvirtGuest:
             self.virsh("destroy", self.name, check=False, timeout=timeout)
             self.started = False
         if self.defined:
-            self.virsh("undefine", self.name, check=False, timeout=timeout)
+            # --managed-save: a save benchmark interrupted mid-cycle leaves an image.
+            self.virsh("undefine", "--managed-save", self.name, check=False, timeout=timeout)
             self.defined = False
 
 
@@ -919,7 +926,7 @@ class Context:
                 signal.signal(sig, handler)
         return False
 
-    def new_guest_files(self, tag, memory_mib=None):
+    def new_guest_files(self, tag, memory_mib=None, cmdline_extra=None):
         """(name, uuid, xml path, serial path) for a fresh guest."""
         self.counter += 1
         name = f"{self.token}-{tag}{self.counter}"
@@ -927,7 +934,7 @@ class Context:
         serial = os.path.join(self.serial_dir, f"{name}.log")
         xml_path = os.path.join(self.xml_dir, f"{name}.xml")
         with open(xml_path, "w") as f:
-            f.write(make_guest_xml(self.template, name, uuid, serial, memory_mib))
+            f.write(make_guest_xml(self.template, name, uuid, serial, memory_mib, cmdline_extra))
         os.chmod(xml_path, 0o644)
         return name, uuid, xml_path, serial
 

@@ -9,6 +9,9 @@
 #   vmshim.noacpid        ignore the power button (tests the shutdown timeout)
 #   vmshim.counter        print "vmshim-counter N" on the serial console every second
 #   vmshim.action=X       after the marker: poweroff | reboot | panic | crash
+#   vmshim.fill=N         after the marker, fill N MiB of guest memory with
+#                         non-zero data (a tmpfs file), then print VMSHIM-FILLED
+#                         (save/restore benchmarks need memory that is not zero)
 # The script is idempotent: it rebuilds only when its inputs changed.
 set -euo pipefail
 
@@ -86,6 +89,16 @@ if ! has vmshim.noacpid; then
   done
 fi
 echo "VMSHIM-GUEST-READY" > /dev/ttyS0
+fill=
+for w in $cmdline; do case $w in vmshim.fill=*) fill=${w#vmshim.fill=};; esac; done
+if [ -n "$fill" ]; then
+  # 1 MiB of random data copied N times: urandom itself is slow under TCG.
+  mkdir -p /fill && mount -t tmpfs -o size=${fill}m,nr_inodes=16 tmpfs /fill
+  dd if=/dev/urandom of=/fill/seed bs=1048576 count=1 2>/dev/null
+  n=1
+  while [ $n -lt $fill ]; do cat /fill/seed; n=$((n + 1)); done > /fill/data
+  echo "VMSHIM-FILLED $fill" > /dev/ttyS0
+fi
 case $action in
   poweroff) poweroff -f ;;
   reboot) reboot -f ;;
