@@ -242,7 +242,7 @@ def wait_gone(pids, timeout):
 # Guest XML
 
 
-def make_guest_xml(template, name, uuid, serial_path, memory_mib=None, cmdline_extra=None):
+def make_guest_xml(template, name, uuid, serial_path, memory_mib=None, cmdline_extra=None, serial_append=False):
     """A copy of the template with a new name/uuid, a file serial and console
     (both on serial_path), optionally a different memory size and more
     kernel command-line words."""
@@ -272,10 +272,10 @@ def make_guest_xml(template, name, uuid, serial_path, memory_mib=None, cmdline_e
         if el.tag in ("serial", "console"):
             devices.remove(el)
     serial = ET.Element("serial", {"type": "file"})
-    ET.SubElement(serial, "source", {"path": serial_path})
+    ET.SubElement(serial, "source", {"path": serial_path, **({"append": "on"} if serial_append else {})})
     ET.SubElement(serial, "target", {"port": "0"})
     console = ET.Element("console", {"type": "file"})
-    ET.SubElement(console, "source", {"path": serial_path})
+    ET.SubElement(console, "source", {"path": serial_path, **({"append": "on"} if serial_append else {})})
     ET.SubElement(console, "target", {"type": "serial", "port": "0"})
     if position is None:
         position = len(devices)
@@ -926,7 +926,7 @@ class Context:
                 signal.signal(sig, handler)
         return False
 
-    def new_guest_files(self, tag, memory_mib=None, cmdline_extra=None):
+    def new_guest_files(self, tag, memory_mib=None, cmdline_extra=None, serial_append=False):
         """(name, uuid, xml path, serial path) for a fresh guest."""
         self.counter += 1
         name = f"{self.token}-{tag}{self.counter}"
@@ -934,7 +934,7 @@ class Context:
         serial = os.path.join(self.serial_dir, f"{name}.log")
         xml_path = os.path.join(self.xml_dir, f"{name}.xml")
         with open(xml_path, "w") as f:
-            f.write(make_guest_xml(self.template, name, uuid, serial, memory_mib, cmdline_extra))
+            f.write(make_guest_xml(self.template, name, uuid, serial, memory_mib, cmdline_extra, serial_append))
         os.chmod(xml_path, 0o644)
         return name, uuid, xml_path, serial
 

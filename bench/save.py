@@ -127,7 +127,7 @@ def run(args, ctx):
         guests = {}
         for variant in variants:
             name, _uuid, xml_path, serial = ctx.new_guest_files(f"save{variant[0]}", memory_mib=size,
-                                                                cmdline_extra=f"vmshim.fill={fill}")
+                                                                cmdline_extra=f"vmshim.fill={fill}", serial_append=True)
             if variant == "vmshim":
                 guest = bl.VmshimGuest(ctx, name, xml_path, serial).start()
             else:
