@@ -73,6 +73,7 @@ public struct DomainParser {
         let lifecycle = try parseLifecycle(root)
         let power = try parsePower(root)
         let registerCgroup = try parseResource(root)
+        let tuning = try parseTuning(root)
         try parseSecurityLabels(root)
 
         // Like libvirt, a domain without <devices> or <emulator> gets the
@@ -94,6 +95,12 @@ public struct DomainParser {
             features: features, clock: clock, lifecycle: lifecycle, power: power, emulator: emulator,
             devices: devices)
         spec.registerCgroup = registerCgroup
+        spec.tuning = tuning
+        if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
+            throw reader.error(
+                element,
+                "register='none' keeps QEMU in the caller's cgroup, so vmshim cannot apply <memtune>, <cputune> or <blkiotune>; set the limits on the caller's cgroup and remove them here, or drop register='none'")
+        }
         try validateBootOrder(&spec, root: root)
         return spec
     }
@@ -446,6 +453,55 @@ public struct DomainParser {
             }
         }
         return register
+    }
+
+    // MARK: - Resource tuning
+
+    /// `<memtune>`, `<cputune>` and `<blkiotune>`, with libvirt's ranges. The
+    /// parts vmshim does not apply (pinning, emulator and iothread periods,
+    /// per-device I/O limits, min_guarantee) stay unread and are refused.
+    func parseTuning(_ root: XMLElement) throws -> DomainSpec.Tuning {
+        var tuning = DomainSpec.Tuning()
+        if let memtune = try reader.child(root, "memtune") {
+            func limit(_ name: String) throws -> UInt64? {
+                guard let element = try reader.child(memtune, name) else { return nil }
+                return min(try kibibytes(element), DomainSpec.Tuning.unlimitedKiB)
+            }
+            tuning.memoryHardLimitKiB = try limit("hard_limit")
+            tuning.memorySoftLimitKiB = try limit("soft_limit")
+            tuning.swapHardLimitKiB = try limit("swap_hard_limit")
+            if let hard = tuning.memoryHardLimitKiB, let swap = tuning.swapHardLimitKiB, hard > swap {
+                throw reader.error(memtune, "memory hard_limit tuning value must be less than or equal to swap_hard_limit")
+            }
+        }
+        if let cputune = try reader.child(root, "cputune") {
+            func number(_ name: String, _ range: ClosedRange<Int64>) throws -> Int64? {
+                guard let element = try reader.child(cputune, name) else { return nil }
+                let text = element.text.trimmingWhitespace()
+                guard let value = Int64(text), range.contains(value) else {
+                    throw reader.error(element, "<\(name)> '\(text)' must be an integer in \(range.lowerBound)…\(range.upperBound)")
+                }
+                return value
+            }
+            tuning.cpuShares = try number("shares", 2...262_144).map { UInt64($0) }
+            tuning.cpuPeriodMicros = try number("period", 1000...1_000_000).map { UInt64($0) }
+            if let quota = try number("quota", -1...17_592_186_044_415) {
+                guard quota < 0 || quota >= 1000 else {
+                    throw reader.error(cputune, "<quota> must be -1 (unlimited) or in 1000…17592186044415")
+                }
+                tuning.cpuQuotaMicros = quota
+            }
+        }
+        if let blkiotune = try reader.child(root, "blkiotune") {
+            if let weightElement = try reader.child(blkiotune, "weight") {
+                let text = weightElement.text.trimmingWhitespace()
+                guard let weight = UInt32(text), (100...1000).contains(weight) else {
+                    throw reader.error(weightElement, "<weight> '\(text)' must be an integer in 100…1000")
+                }
+                tuning.blkioWeight = weight
+            }
+        }
+        return tuning
     }
 
     func parseSecurityLabels(_ root: XMLElement) throws {

@@ -23,6 +23,8 @@ public struct DomainSpec: Sendable, Equatable {
     /// `<resource register='none'/>`: vmshim creates and writes no cgroup and
     /// QEMU stays exactly in the caller's (vmshim's extension of `<resource>`).
     public var registerCgroup: Bool = true
+    /// `<memtune>`, `<cputune>`, `<blkiotune>`: limits for the VM's cgroup.
+    public var tuning = Tuning()
 }
 
 // MARK: - Identity
@@ -460,5 +462,31 @@ extension DomainSpec {
         public var xmlIndex: Int?
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?
+    }
+}
+
+// MARK: - Resource tuning
+
+extension DomainSpec {
+    /// `<memtune>`, `<cputune>` (shares, period, quota) and `<blkiotune>`
+    /// (weight): limits written to the VM's cgroup (Host/Cgroups).
+    public struct Tuning: Sendable, Equatable {
+        /// libvirt's "unlimited" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB).
+        public static let unlimitedKiB: UInt64 = 9_007_199_254_740_991
+
+        public var memoryHardLimitKiB: UInt64?
+        public var memorySoftLimitKiB: UInt64?
+        public var swapHardLimitKiB: UInt64?
+        public var cpuShares: UInt64?
+        public var cpuPeriodMicros: UInt64?
+        /// Per vCPU, as libvirt defines it; negative means unlimited.
+        public var cpuQuotaMicros: Int64?
+        public var blkioWeight: UInt32?
+
+        public init() {}
+
+        public var hasMemoryLimits: Bool { memoryHardLimitKiB != nil || memorySoftLimitKiB != nil || swapHardLimitKiB != nil }
+        public var hasCPULimits: Bool { cpuShares != nil || cpuPeriodMicros != nil || cpuQuotaMicros != nil }
+        public var isEmpty: Bool { !hasMemoryLimits && !hasCPULimits && blkioWeight == nil }
     }
 }

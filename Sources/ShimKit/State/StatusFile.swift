@@ -31,6 +31,9 @@ public struct StatusFile: Sendable, Equatable {
     /// Set while a managed save runs, so a shim that replaces a dead one can
     /// undo it (remove the partial image, resume the guest).
     public var pendingSave: PendingSave?
+    /// QEMU's dedicated cgroup, one directory per hierarchy (empty with
+    /// register='none'); a reattaching shim removes it when QEMU ends.
+    public var cgroupDirectories: [String]
 
     public struct PendingSave: Sendable, Equatable {
         /// The image being written (`NAME.save.part`).
@@ -49,7 +52,8 @@ public struct StatusFile: Sendable, Equatable {
     public init(
         name: String, uuid: String, state: VMState, reason: String, shim: ProcessIdentity, shimVersion: String,
         qemu: ProcessIdentity?, qemuBinary: String, qemuVersion: String?, qmpSocket: String, controlSocket: String,
-        logFile: String, startedAt: Int64, updatedAt: Int64, liveXML: String, pendingSave: PendingSave? = nil
+        logFile: String, startedAt: Int64, updatedAt: Int64, liveXML: String, pendingSave: PendingSave? = nil,
+        cgroupDirectories: [String] = []
     ) {
         self.name = name
         self.uuid = uuid
@@ -67,6 +71,7 @@ public struct StatusFile: Sendable, Equatable {
         self.updatedAt = updatedAt
         self.liveXML = liveXML
         self.pendingSave = pendingSave
+        self.cgroupDirectories = cgroupDirectories
     }
 
     static func identityJSON(_ identity: ProcessIdentity) -> JSONValue {
@@ -92,6 +97,7 @@ public struct StatusFile: Sendable, Equatable {
         object["startedAt"] = .int(startedAt)
         object["updatedAt"] = .int(updatedAt)
         object["liveXML"] = .string(liveXML)
+        if !cgroupDirectories.isEmpty { object["cgroups"] = .array(cgroupDirectories.map { .string($0) }) }
         if let pendingSave {
             object["save"] = [
                 "partialImage": .string(pendingSave.partialImage), "image": .string(pendingSave.image),
@@ -164,6 +170,7 @@ public struct StatusFile: Sendable, Equatable {
             pendingSave: value["save"].flatMap { save in
                 guard let partial = save["partialImage"]?.stringValue, let image = save["image"]?.stringValue else { return nil }
                 return PendingSave(partialImage: partial, image: image, guestWasRunning: save["guestWasRunning"]?.boolValue ?? false)
-            })
+            },
+            cgroupDirectories: (value["cgroups"]?.arrayValue ?? []).compactMap(\.stringValue))
     }
 }

@@ -47,6 +47,8 @@ public actor VMSupervisor {
     /// Set from the moment a managed save starts until QEMU has quit (or the
     /// save was undone); written to the status file for a successor shim.
     private var pendingSave: StatusFile.PendingSave?
+    /// QEMU's dedicated cgroup (absent with register='none'); removed when QEMU has ended.
+    private var cgroup: Cgroups.Placement?
     private var pendingPauseReason: String?
     private var lastShutdownReason: String?
     private var guestPoweredOff = false
@@ -119,7 +121,8 @@ public actor VMSupervisor {
             shimVersion: config.version, qemu: qemuIdentity, qemuBinary: spec.emulator,
             qemuVersion: qemuVersion.isEmpty ? nil : qemuVersion, qmpSocket: config.runDirectory.qmpSocket,
             controlSocket: config.runDirectory.controlSocket, logFile: config.logFile, startedAt: startedAt,
-            updatedAt: Int64(time(nil)), liveXML: liveXML(), pendingSave: pendingSave)
+            updatedAt: Int64(time(nil)), liveXML: liveXML(), pendingSave: pendingSave,
+            cgroupDirectories: cgroup?.directories ?? [])
     }
 
     private func writeStatus() async {
@@ -281,8 +284,25 @@ public actor VMSupervisor {
                 try SaveStream.openForRestore(path: path, image: image, bypassCache: bypass)
             }
         }
-        let launched = try QEMULauncher.launch(
-            plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version, incoming: stream?.takeDescriptorForQEMU())
+        // The VM's own cgroup, made before QEMU exists so a failure costs nothing.
+        var cgroups: Cgroups?
+        if spec.registerCgroup {
+            let (name, tuning, vcpus) = (spec.name, spec.tuning, spec.vcpus.current)
+            let made = try await NIOThreadPool.singleton.runIfActive { () throws -> (Cgroups, Cgroups.Placement) in
+                let host = try Cgroups.host()
+                return (host, try host.create(domain: name, tuning: tuning, vcpus: vcpus))
+            }
+            cgroups = made.0
+            cgroup = made.1
+        }
+        let launched: QEMULauncher.Launched
+        do {
+            launched = try QEMULauncher.launch(
+                plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version, incoming: stream?.takeDescriptorForQEMU())
+        } catch {
+            await removeCgroup()
+            throw error
+        }
         process = launched.process
         qemuIdentity = launched.identity
         createdSockets = launched.createdSockets
@@ -293,6 +313,11 @@ public actor VMSupervisor {
         statusWriter.submit(statusFile())
 
         do {
+            if let cgroups, let placement = cgroup {
+                // QEMU is still exec'ing: it has no threads of its own yet.
+                let pid = launched.process.pid
+                try await NIOThreadPool.singleton.runIfActive { try cgroups.attach(pid: pid, to: placement) }
+            }
             let client = try await connectMonitor(process: launched.process)
             qmp = client
             qemuVersion = client.greeting.versionString
@@ -663,6 +688,17 @@ public actor VMSupervisor {
         for path in createdSockets { FileIO.remove(path) }
         FileIO.remove(config.runDirectory.statusFile)
         qemuIdentity = nil
+        await removeCgroup()
+    }
+
+    /// Removes QEMU's cgroup once QEMU is gone; what cannot be removed is logged.
+    private func removeCgroup() async {
+        guard let placement = cgroup else { return }
+        cgroup = nil
+        let left = (try? await NIOThreadPool.singleton.runIfActive { Cgroups.remove(placement) }) ?? placement.directories
+        if !left.isEmpty {
+            logger.warning("could not remove the cgroup(s) \(left.joined(separator: ", ")) of domain '\(spec.name)'; remove them with rmdir")
+        }
     }
 
     // MARK: - Reattach
@@ -689,6 +725,8 @@ public actor VMSupervisor {
         process = handle
         qemuIdentity = qemu
         reattached = true
+        // The predecessor's cgroup: this shim removes it when QEMU ends.
+        cgroup = previous.cgroupDirectories.isEmpty ? nil : Cgroups.Placement(directories: previous.cgroupDirectories)
         if previous.startedAt > 0 { startedAt = previous.startedAt }
         qemuVersion = previous.qemuVersion ?? ""
 
@@ -942,6 +980,7 @@ public actor VMSupervisor {
         } else {
             await statusWriter.close()
             config.runDirectory.remove()
+            await removeCgroup()
         }
         lock = nil
     }

@@ -23,6 +23,21 @@ func domainXML(devices: String = "", extra: String = "", type: String = "qemu", 
 }
 
 @Suite struct DomainParsing {
+    @Test func readsResourceTuningWithLibvirtsUnits() throws {
+        let xml = domainXML(extra: """
+              <memtune><hard_limit unit='MiB'>512</hard_limit><soft_limit unit='bytes'>0</soft_limit><swap_hard_limit unit='KB'>1048576</swap_hard_limit></memtune>
+              <cputune><shares>512</shares><period>50000</period><quota>-1</quota></cputune>
+              <blkiotune><weight>300</weight></blkiotune>
+            """)
+        let tuning = try DomainParser(file: "t.xml").parse(xml).spec.tuning
+        #expect(tuning.memoryHardLimitKiB == 524_288)
+        #expect(tuning.memorySoftLimitKiB == 0)
+        #expect(tuning.swapHardLimitKiB == 1_024_000)
+        #expect(tuning.cpuShares == 512 && tuning.cpuPeriodMicros == 50_000 && tuning.cpuQuotaMicros == -1)
+        #expect(tuning.blkioWeight == 300)
+        #expect(try DomainParser(file: "t.xml").parse(domainXML()).spec.tuning.isEmpty)
+    }
+
     @Test func parsesTheCoreModel() throws {
         let xml = try Fixtures.read(Fixtures.sourceDirectory + "/domains/q35-virtio.xml")
         let spec = try Fixtures.prepare(xml)
@@ -77,7 +92,15 @@ func domainXML(devices: String = "", extra: String = "", type: String = "qemu", 
         ("    <interface type='user'><mac address='zz:54:00:00:00:01'/></interface>", "", ["t.xml:10:", "zz:54:00:00:00:01"]),
         ("    <serial type='tcp'><source mode='bind' host='0' service='4444'/></serial>", "", ["t.xml:10:", "type='tcp'"]),
         ("    <graphics type='spice'/>", "", ["t.xml:10:", "<graphics>", "spice"]),
-        ("", "  <memtune><hard_limit>1</hard_limit></memtune>", ["t.xml:8:", "<memtune>", "/domain/memtune"]),
+        ("", "  <memtune><min_guarantee>1</min_guarantee></memtune>", ["t.xml:8:", "min_guarantee"]),
+        ("", "  <cputune><vcpupin vcpu='0' cpuset='1'/></cputune>", ["t.xml:8:", "vcpupin"]),
+        ("", "  <memtune><hard_limit>2048</hard_limit><swap_hard_limit>1024</swap_hard_limit></memtune>",
+         ["t.xml:8:", "hard_limit tuning value must be less than or equal to swap_hard_limit"]),
+        ("", "  <cputune><quota>500</quota></cputune>", ["t.xml:8:", "<quota>"]),
+        ("", "  <cputune><period>10</period></cputune>", ["t.xml:8:", "<period> '10' must be an integer in 1000…1000000"]),
+        ("", "  <blkiotune><weight>5</weight></blkiotune>", ["t.xml:8:", "<weight> '5'"]),
+        ("", "  <resource register='none'/><memtune><hard_limit>1</hard_limit></memtune>",
+         ["t.xml:8:", "register='none' keeps QEMU in the caller's cgroup"]),
         ("", "  <on_crash>explode</on_crash>", ["t.xml:8:", "<on_crash>", "explode"]),
         ("", "  <cpu mode='custom'><topology sockets='1' dies='1' cores='2' threads='1'/></cpu>",
          ["t.xml:8:", "topology", "2"]),

@@ -79,6 +79,54 @@ import Glibc
         #expect(!vm.output.contains("did not power off"))
         #expect(vm.qemuPIDs().isEmpty)
         #expect(!FileIO.exists(vm.runDirectory))
+        #expect(try Self.vmCgroups(of: vm.shimPID, name: "it-refused").allSatisfy { !FileIO.exists($0) }, "the cgroup goes too")
+    }
+
+    /// Where `vmshim-<name>` would be, in every hierarchy `pid` belongs to.
+    static func vmCgroups(of pid: Int32, name: String) throws -> [String] {
+        let cgroups = try Cgroups.host()
+        return cgroups.hierarchies.map { $0.shimDirectory + "/" + Cgroups.leafName(domain: name) }
+    }
+
+    /// By default QEMU gets a cgroup of its own under the shim's, in every
+    /// hierarchy, with the XML's limits; it goes away with the VM.
+    @Test func qemuGetsADedicatedCgroupWithTheLimits() async throws {
+        var options = ShimHarness.Options()
+        options.extraTopLevel = """
+            <memtune><hard_limit unit='MiB'>768</hard_limit><soft_limit unit='MiB'>512</soft_limit></memtune>
+            <cputune><shares>512</shares><period>100000</period><quota>50000</quota></cputune>
+            """
+        let vm = try ShimHarness(name: "it-cgroup", options)
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker()
+        let qemu = try #require(vm.qemuPIDs().first)
+        // The shim's own membership, read from outside: this test process is in the same cgroups.
+        let ours = try FileIO.readString("/proc/self/cgroup").split(whereSeparator: \.isNewline)
+        let qemus = try FileIO.readString("/proc/\(qemu)/cgroup").split(whereSeparator: \.isNewline)
+        for line in ours where !line.hasPrefix("0::") {
+            let prefix = line[..<(line.lastIndex(of: ":") ?? line.endIndex)]
+            let path = String(line[line.index(after: line.lastIndex(of: ":") ?? line.startIndex)...])
+            let expected = (path == "/" ? "" : path) + "/vmshim-it-cgroup"
+            #expect(qemus.contains { $0 == prefix + ":" + expected }, "\(line) → QEMU has \(qemus)")
+        }
+        // Every thread of QEMU, not only the main one.
+        let directories = try Self.vmCgroups(of: getpid(), name: "it-cgroup")
+        let memory = try #require(directories.first { $0.contains("/memory") })
+        let tasks = try FileIO.readString(memory + "/tasks").split(whereSeparator: \.isNewline).compactMap { Int32($0) }
+        let threads = FileIO.listDirectory("/proc/\(qemu)/task").compactMap { Int32($0) }
+        #expect(threads.count > 1 && Set(threads).isSubset(of: Set(tasks)), "threads \(threads), tasks \(tasks)")
+        #expect(try FileIO.readString(memory + "/memory.limit_in_bytes").trimmingWhitespace() == "\(768 << 20)")
+        #expect(try FileIO.readString(memory + "/memory.soft_limit_in_bytes").trimmingWhitespace() == "\(512 << 20)")
+        let cpu = try #require(directories.first { $0.contains("/cpu/") })
+        #expect(try FileIO.readString(cpu + "/cpu.shares").trimmingWhitespace() == "512")
+        #expect(try FileIO.readString(cpu + "/cpu.cfs_quota_us").trimmingWhitespace() == "50000")
+        let status = try StatusFile.read(from: vm.runDirectory + "/status.json")
+        #expect(Set(status.cgroupDirectories) == Set(directories))
+
+        #expect(try vm.cli(["destroy", "it-cgroup"]).status == 0)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+        for directory in directories { #expect(!FileIO.exists(directory), "\(directory) was left behind") }
     }
 
     /// A guest that ignores the power button is stopped after --shutdown-timeout.
