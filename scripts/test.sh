@@ -14,11 +14,11 @@ export VMSHIM_BINARY=$bin/vmshim
 echo "== Swift tests"
 swift test --skip-build
 
-echo "== Python control API test (grpcio)"
+echo "== Python tests: control API (grpcio), containers/ (kubernetes-validate)"
 venv=${VMSHIM_VENV:-$here/.cache/venv}
 if [[ ! -x $venv/bin/python ]]; then
   /usr/bin/python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools
+"$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools kubernetes-validate
 "$venv/bin/python" -m unittest discover -s Tests/python -v
 echo "== all tests passed"

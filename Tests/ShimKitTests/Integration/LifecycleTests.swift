@@ -373,6 +373,68 @@ import Glibc
         #expect(vm.output.contains("was shut down on request"), "\(vm.output)")
     }
 
+    /// A simulated pod: a cgroup made for it, then new mount, net, pid, uts
+    /// and ipc namespaces with vmshim as their PID 1. QEMU shares every one
+    /// of the shim's namespaces, and sits in the pod's cgroup
+    /// (register='none') or in its own child of it (the default).
+    @Test(arguments: [false, true]) func insideASimulatedPodQEMUSharesTheNamespacesAndTheCgroup(registerNone: Bool) async throws {
+        let name = registerNone ? "it-pod-none" : "it-pod"
+        var options = ShimHarness.Options()
+        if registerNone { options.extraTopLevel = "<resource register='none'/>" }
+        let vm = try ShimHarness(name: name, options)
+        defer { vm.tearDown() }
+        let host = try Cgroups.host()
+        let pod = "vmshim-test-pod-\(getpid())-\(name)"
+        var podDirectories: [String] = []
+        defer {
+            for directory in podDirectories.reversed() {
+                _ = Cgroups.remove(Cgroups.Placement(directories: [directory + "/" + Cgroups.leafName(domain: name)]))
+                _ = Cgroups.remove(Cgroups.Placement(directories: [directory]))
+            }
+        }
+        for hierarchy in host.hierarchies {
+            let directory = hierarchy.shimDirectory + "/" + pod
+            try CgroupFS.host.makeDirectory(directory)
+            podDirectories.append(directory)
+            if hierarchy.controllers.contains("cpuset") {
+                for knob in ["cpuset.cpus", "cpuset.mems"] {
+                    try CgroupFS.host.write(directory + "/" + knob, try FileIO.readString(hierarchy.shimDirectory + "/" + knob).trimmingWhitespace())
+                }
+            }
+        }
+        // What a container runtime does: join the pod's cgroup, then the pod's namespaces.
+        let join = podDirectories.map { "echo $$ > '\($0)/cgroup.procs'" }.joined(separator: " && ")
+        try vm.start(launcher: [
+            "/bin/sh", "-c", "\(join) && exec /usr/bin/unshare --mount --net --pid --uts --ipc --fork --mount-proc \"$@\"", "pod",
+        ])
+        try await vm.waitForMarker()
+        let shim = try #require(ProcTable.children(of: vm.shimPID).first?.pid)
+        let qemu = try #require(vm.qemuPIDs().first)
+        func namespace(_ pid: Int32, _ kind: String) -> String {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let count = readlink("/proc/\(pid)/ns/\(kind)", &buffer, buffer.count - 1)
+            return count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "?"
+        }
+        for kind in ["mnt", "net", "pid", "ipc", "uts", "user", "cgroup"] {
+            #expect(namespace(qemu, kind) == namespace(shim, kind), "\(kind)")
+            #expect(namespace(qemu, kind) != "?")
+        }
+        for kind in ["mnt", "net", "pid", "ipc", "uts"] {
+            #expect(namespace(shim, kind) != namespace(getpid(), kind), "the pod has its own \(kind) namespace")
+        }
+        let shimCgroups = try FileIO.readString("/proc/\(shim)/cgroup").split(whereSeparator: \.isNewline)
+        let qemuCgroups = try FileIO.readString("/proc/\(qemu)/cgroup").split(whereSeparator: \.isNewline)
+        for line in shimCgroups where !line.hasPrefix("0::") {
+            #expect(line.hasSuffix("/" + pod), "the shim runs in the pod's cgroup: \(line)")
+            #expect(qemuCgroups.contains(registerNone ? line : line + "/" + Cgroups.leafName(domain: name)), "\(line) → \(qemuCgroups)")
+        }
+        kill(shim, SIGTERM)
+        #expect(await vm.waitForExit(timeout: .seconds(60)) == 0)
+        for directory in podDirectories {
+            #expect(!FileIO.exists(directory + "/" + Cgroups.leafName(domain: name)), "the VM's cgroup goes with the VM")
+        }
+    }
+
     /// QEMU runs with no capabilities, cannot gain any, and under its seccomp sandbox.
     @Test func qemuRunsWithoutPrivileges() async throws {
         let vm = try ShimHarness(name: "it-caps")
