@@ -312,16 +312,22 @@ public actor VMSupervisor {
         // it) while the monitor handshake runs; newer writes supersede it.
         statusWriter.submit(statusFile())
 
+        // Moving a process between cgroups can wait for an RCU grace period
+        // per hierarchy (milliseconds on v1): done while QEMU initialises and
+        // the monitor handshake runs, and finished before the guest runs, so
+        // its memory is charged to the VM's cgroup. cgroup.procs moves every
+        // thread QEMU has by then.
+        var attaching: Task<Void, any Error>?
+        if let cgroups, let placement = cgroup {
+            let pid = launched.process.pid
+            attaching = Task { try await NIOThreadPool.singleton.runIfActive { try cgroups.attach(pid: pid, to: placement) } }
+        }
         do {
-            if let cgroups, let placement = cgroup {
-                // QEMU is still exec'ing: it has no threads of its own yet.
-                let pid = launched.process.pid
-                try await NIOThreadPool.singleton.runIfActive { try cgroups.attach(pid: pid, to: placement) }
-            }
             let client = try await connectMonitor(process: launched.process)
             qmp = client
             qemuVersion = client.greeting.versionString
             try await setUpBeforeStart(client)
+            try await attaching?.value
             startWatching(client: client, process: launched.process)
             if let saved, let stream, let fd = plan.incomingMigrationFD {
                 try await restoreState(client, saved: saved, stream: stream, fd: fd)
@@ -334,6 +340,7 @@ public actor VMSupervisor {
             await writeStatus()
             Task { await self.learnCanonicalMachine() }
         } catch {
+            _ = try? await attaching?.value
             await failStart(error)
             throw startError(error)
         }
