@@ -962,3 +962,28 @@ def add_common_arguments(parser):
                         help="seconds to wait for any one guest to come up (default 120)")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the scratch directory under /tmp")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/<timestamp>.json")
+
+
+def standalone_main(name, doc, add_arguments, run, print_summary, argv=None):
+    """main() of one benchmark run on its own: parse, run in a Context,
+    print, write bench/results/<timestamp>.json under `name`."""
+    import argparse
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        check_prerequisites(args.vmshim, args.template)
+        info = host_info(args.vmshim)
+        with Context(args.vmshim, args.template, args.keep_tmp) as ctx:
+            result = run(args, ctx)
+        print_summary(result, info)
+        if not args.no_json:
+            path = write_results({name: result}, info, sys.argv)
+            print(f"\nresults: {os.path.relpath(path)}")
+    except BenchError as error:
+        log(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

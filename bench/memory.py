@@ -11,7 +11,6 @@ started under libvirt and libvirtd's private memory is divided by the number
 of guests (both its total and its growth over the idle baseline).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -194,25 +193,7 @@ def print_summary(result, info):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bl.add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        bl.check_prerequisites(args.vmshim, args.template)
-        info = bl.host_info(args.vmshim)
-        with bl.Context(args.vmshim, args.template, args.keep_tmp) as ctx:
-            result = run(args, ctx)
-        print_summary(result, info)
-        if not args.no_json:
-            path = bl.write_results({"memory": result}, info, sys.argv)
-            print(f"\nresults: {os.path.relpath(path)}")
-    except bl.BenchError as error:
-        bl.log(f"error: {error}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return bl.standalone_main("memory", __doc__, add_arguments, run, print_summary, argv)
 
 
 if __name__ == "__main__":

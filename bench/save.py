@@ -21,7 +21,6 @@ comes from the page cache for both. Image sizes are reported beside the
 times. Times in ms.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -191,25 +190,7 @@ def print_summary(result, info):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bl.add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        bl.check_prerequisites(args.vmshim, args.template)
-        info = bl.host_info(args.vmshim)
-        with bl.Context(args.vmshim, args.template, args.keep_tmp) as ctx:
-            result = run(args, ctx)
-        print_summary(result, info)
-        if not args.no_json:
-            path = bl.write_results({"save": result}, info, sys.argv)
-            print(f"\nresults: {os.path.relpath(path)}")
-    except bl.BenchError as error:
-        bl.log(f"error: {error}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return bl.standalone_main("save", __doc__, add_arguments, run, print_summary, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ order that rotates from round to round (so slow drift hits all of them):
 measured from the same exec. Times are in ms.
 """
 
-import argparse
 import os
 import sys
 import time
@@ -172,25 +171,7 @@ def print_summary(result, info):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bl.add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        bl.check_prerequisites(args.vmshim, args.template)
-        info = bl.host_info(args.vmshim)
-        with bl.Context(args.vmshim, args.template, args.keep_tmp) as ctx:
-            result = run(args, ctx)
-        print_summary(result, info)
-        if not args.no_json:
-            path = bl.write_results({"startup": result}, info, sys.argv)
-            print(f"\nresults: {os.path.relpath(path)}")
-    except bl.BenchError as error:
-        bl.log(f"error: {error}")
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return bl.standalone_main("startup", __doc__, add_arguments, run, print_summary, argv)
 
 
 if __name__ == "__main__":

@@ -342,7 +342,15 @@ public struct CgroupFS: Sendable {
 
     public static let host = CgroupFS(
         makeDirectory: { path in
-            guard mkdir(path, 0o755) == 0 else { throw ShimError.system("cannot create the cgroup \(path)") }
+            guard mkdir(path, 0o755) == 0 else {
+                let code = errno
+                let error = ShimError.system("cannot create the cgroup \(path)", errno: code)
+                guard code == EACCES || code == EPERM || code == EROFS else { throw error }
+                throw ShimError(
+                    .permissionDenied,
+                    "\(error.message): vmshim gives each QEMU a cgroup of its own under its own cgroup; run it where that cgroup is writable (as root, or in a delegated cgroup), or add <resource register='none'/> to keep QEMU in vmshim's cgroup",
+                    cause: error.cause)
+            }
         },
         removeDirectory: { path in
             guard rmdir(path) == 0 else { throw ShimError.system("cannot remove the cgroup \(path)") }
