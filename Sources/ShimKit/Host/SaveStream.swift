@@ -36,17 +36,9 @@ public enum SaveStream {
             self.image.streamLength = 0
             // A stale one is from a save that died; it was never restorable.
             unlink(paths.partial)
-            var flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW
-            if bypassCache { flags |= cshim_o_direct() }
-            let opened = open(paths.partial, flags, 0o600)
-            guard opened >= 0 else {
-                if errno == EINVAL, bypassCache {
-                    throw ShimError(
-                        .unsupported,
-                        "cannot open \(paths.partial) with O_DIRECT (--bypass-cache): its file system does not support it; save without --bypass-cache or use another --save-dir")
-                }
-                throw ShimError.system("cannot create the managed save image \(paths.partial)")
-            }
+            let opened = try SaveStream.openImage(
+                paths.partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, bypassCache: bypassCache,
+                without: "save without --bypass-cache or use another --save-dir")
             fd = opened
             do {
                 try SaveStream.writeAligned(fd, self.image.encodedPrefix(), path: paths.partial)
@@ -196,17 +188,7 @@ public enum SaveStream {
     /// Opens an image for restore. Without bypass-cache QEMU reads the file
     /// from the stream offset; with it, a pipe that `Source.pump` fills.
     public static func openForRestore(path: String, image: SaveImage, bypassCache: Bool) throws -> Source {
-        var flags = O_RDONLY | O_CLOEXEC
-        if bypassCache { flags |= cshim_o_direct() }
-        let file = open(path, flags)
-        guard file >= 0 else {
-            if errno == EINVAL, bypassCache {
-                throw ShimError(
-                    .unsupported,
-                    "cannot open \(path) with O_DIRECT (--bypass-cache): its file system does not support it; restore without --bypass-cache")
-            }
-            throw ShimError.system("cannot open the managed save image \(path)")
-        }
+        let file = try openImage(path, O_RDONLY | O_CLOEXEC, bypassCache: bypassCache, without: "restore without --bypass-cache")
         guard bypassCache else {
             guard lseek(file, off_t(image.streamOffset), SEEK_SET) == off_t(image.streamOffset) else {
                 let error = ShimError.system("cannot seek in \(path)")
@@ -250,6 +232,21 @@ public enum SaveStream {
     }
 
     // MARK: - Plumbing
+
+    /// Opens an image (mode 0600 when created), with O_DIRECT for bypass-cache;
+    /// a file system without O_DIRECT gets a message saying what to do instead.
+    static func openImage(_ path: String, _ flags: Int32, bypassCache: Bool, without: String) throws -> Int32 {
+        let fd = open(path, bypassCache ? flags | cshim_o_direct() : flags, 0o600)
+        guard fd >= 0 else {
+            if errno == EINVAL, bypassCache {
+                throw ShimError(
+                    .unsupported,
+                    "cannot open \(path) with O_DIRECT (--bypass-cache): its file system does not support it; \(without)")
+            }
+            throw ShimError.system("cannot open the managed save image \(path)")
+        }
+        return fd
+    }
 
     static func setDirect(_ fd: Int32, _ on: Bool, path: String) throws {
         let flags = fcntl(fd, F_GETFL)
