@@ -30,18 +30,26 @@ public enum UnixSocket {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ShimError.system("cannot create a unix socket for \(path)") }
         var address = socketAddress(path)
-        // Create with the final mode: bind honours the umask.
-        let oldMask = umask(~mode & 0o777)
+        // Linux gives the socket file the socket inode's mode minus the
+        // umask, so fchmod first: the file is never wider than `mode`, and
+        // the process-wide umask (other threads create files meanwhile) is
+        // never touched. chmod then widens it to exactly `mode`.
+        fchmod(fd, mode)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
-        let bindErrno = errno
-        umask(oldMask)
         guard bound == 0 else {
+            let error = ShimError.system("cannot bind \(path)")
             close(fd)
-            throw ShimError.system("cannot bind \(path)", errno: bindErrno)
+            throw error
+        }
+        guard chmod(path, mode) == 0 else {
+            let error = ShimError.system("cannot set the mode of \(path)")
+            close(fd)
+            unlink(path)
+            throw error
         }
         guard Glibc.listen(fd, backlog) == 0 else {
             let error = ShimError.system("cannot listen on \(path)")
