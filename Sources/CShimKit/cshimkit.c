@@ -11,7 +11,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <linux/capability.h>
+#include <pthread.h>
+#include <sys/capability.h>
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -111,28 +112,79 @@ int cshim_set_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 int cshim_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 int cshim_ifnamsiz(void) { return IFNAMSIZ; }
 
-int cshim_drop_exec_privileges(void) {
-    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-    if (syscall(SYS_capget, &header, data) < 0)
-        return -1;
-    int may_drop_bounding = (data[0].effective & (1u << CAP_SETPCAP)) != 0;
-    if (may_drop_bounding) {
-        /* The kernel may know more capabilities than these headers. */
-        for (int cap = 0; cap < 64; cap++) {
-            if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
-                break; /* EINVAL: past the last capability */
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-                return -1;
+/* Drops what the child could hold: with CAP_SETPCAP every capability from
+ * the bounding set (skipped without it: a non-root exec gains none), the
+ * ambient and inheritable sets; then no_new_privs. The thread keeps its
+ * effective and permitted sets until it changes credentials. */
+static int drop_exec_privileges(const char **step) {
+    cap_flag_value_t can_setpcap = CAP_CLEAR;
+    cap_t caps = cap_get_proc();
+    if (!caps) { *step = "cap_get_proc"; return -1; }
+    cap_get_flag(caps, CAP_SETPCAP, CAP_EFFECTIVE, &can_setpcap);
+    if (can_setpcap == CAP_SET) {
+        for (cap_value_t cap = 0; cap < (cap_value_t)cap_max_bits(); cap++) {
+            if (cap_drop_bound(cap) != 0) { *step = "cap_drop_bound"; cap_free(caps); return -1; }
         }
     }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+    if (cap_reset_ambient() != 0 && errno != EINVAL) { *step = "cap_reset_ambient"; cap_free(caps); return -1; }
+    if (cap_clear_flag(caps, CAP_INHERITABLE) != 0 || cap_set_proc(caps) != 0) {
+        *step = "cap_set_proc (clearing the inheritable set)";
+        cap_free(caps);
         return -1;
-    for (int i = 0; i < _LINUX_CAPABILITY_U32S_3; i++)
-        data[i].inheritable = 0;
-    if (syscall(SYS_capset, &header, data) < 0)
-        return -1;
-    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    cap_free(caps);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) { *step = "prctl(PR_SET_NO_NEW_PRIVS)"; return -1; }
+    return 0;
+}
+
+struct spawn_job {
+    pid_t *pid;
+    const char *path;
+    const posix_spawn_file_actions_t *actions;
+    const posix_spawnattr_t *attributes;
+    char *const *argv;
+    char *const *envp;
+    const struct cshim_confinement *confinement;
+    const char *failed_step;
+    int result;
+};
+
+static void *spawn_thread(void *argument) {
+    struct spawn_job *job = argument;
+    job->failed_step = NULL;
+    if (job->confinement->drop_privileges && drop_exec_privileges(&job->failed_step) != 0) {
+        job->result = errno ? errno : EPERM;
+        return NULL;
+    }
+    if (job->confinement->set_ids) {
+        /* Raw syscalls: glibc's wrappers would change every thread of the shim. */
+        if (syscall(SYS_setgroups, job->confinement->group_count, job->confinement->groups) != 0) {
+            job->failed_step = "setgroups";
+            job->result = errno;
+            return NULL;
+        }
+        gid_t gid = job->confinement->gid;
+        uid_t uid = job->confinement->uid;
+        if (syscall(SYS_setresgid, gid, gid, gid) != 0) { job->failed_step = "setresgid"; job->result = errno; return NULL; }
+        if (syscall(SYS_setresuid, uid, uid, uid) != 0) { job->failed_step = "setresuid"; job->result = errno; return NULL; }
+    }
+    job->result = posix_spawn(job->pid, job->path, job->actions, job->attributes, job->argv, job->envp);
+    return NULL;
+}
+
+int cshim_spawn_confined(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                         const posix_spawnattr_t *attributes, char *const argv[], char *const envp[],
+                         const struct cshim_confinement *confinement, const char **failed_step) {
+    struct spawn_job job = {pid, path, actions, attributes, argv, envp, confinement, NULL, 0};
+    pthread_t thread;
+    int rc = pthread_create(&thread, NULL, spawn_thread, &job);
+    if (rc != 0) {
+        *failed_step = "pthread_create";
+        return rc;
+    }
+    pthread_join(thread, NULL);
+    *failed_step = job.failed_step;
+    return job.result;
 }
 
 ssize_t cshim_send_fd(int sock, const void *buf, size_t len, int fd) {

@@ -28,15 +28,27 @@ int cshim_link_set_mtu(const char *name, int mtu);
 /* Sets a network interface up (IFF_UP). */
 int cshim_link_set_up(const char *name);
 
-/* Prepares the calling thread so that a program it executes (as root or not)
- * starts with no capabilities and cannot gain any: drops every capability
- * from the thread's bounding set (needs CAP_SETPCAP; skipped without it,
- * since a non-root exec gains none anyway), clears its inheritable and
- * ambient sets, and sets no_new_privs. The thread keeps its own effective
- * and permitted capabilities. All of these are per-thread and irreversible;
- * a thread of the shim never executes anything but QEMU. Returns 0, or -1
- * with errno. */
-int cshim_drop_exec_privileges(void);
+/* How a child is to be confined (cshim_spawn_confined). */
+struct cshim_confinement {
+    /* Clear every capability (bounding, inheritable, ambient; permitted and
+     * effective follow at exec) through libcap, and set no_new_privs. */
+    int drop_privileges;
+    /* Run as this user and group, with these supplementary groups. */
+    int set_ids;
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t group_count;
+};
+
+/* posix_spawn from a fresh thread that confines itself first: capabilities,
+ * no_new_privs and credentials are per thread in the kernel, so the child
+ * inherits them and the shim's own threads keep theirs. Returns
+ * posix_spawn's result (0 or an errno), or the errno of a confinement step
+ * that failed, with *failed_step naming it. */
+int cshim_spawn_confined(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                         const posix_spawnattr_t *attributes, char *const argv[], char *const envp[],
+                         const struct cshim_confinement *confinement, const char **failed_step);
 
 /* Sends `len` bytes (at most one packet's worth: small) on a connected unix
  * stream socket with `fd` attached as SCM_RIGHTS, as QMP's getfd expects.

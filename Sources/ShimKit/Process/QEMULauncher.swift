@@ -18,7 +18,8 @@ public enum QEMULauncher {
     /// `incoming` is the restore stream's fd; the launcher takes it over
     /// (it is closed here, QEMU keeps its copy).
     public static func launch(
-        plan: LaunchPlan, spec: DomainSpec, logFile: String, shimVersion: String, incoming: Int32? = nil
+        plan: LaunchPlan, spec: DomainSpec, logFile: String, shimVersion: String, incoming: Int32? = nil,
+        runAs: ProcessCredentials? = nil
     ) throws -> Launched {
         var opened: [(parent: Int32, child: Int32)] = []
         var incoming = incoming
@@ -66,7 +67,7 @@ public enum QEMULauncher {
         let spawned = try Spawner.spawn(
             SpawnSpec(
                 executable: plan.executable, arguments: plan.argv, environment: plan.environment, outputFD: logFD,
-                inheritedFDs: opened, dropPrivileges: true))
+                inheritedFDs: opened, dropPrivileges: true, runAs: runAs))
         let process = ProcessHandle(spawned)
         guard let identity = ProcessIdentity.of(pid: spawned.pid) else {
             // Already gone: QEMU failed at once. The caller reports its log.

@@ -16,23 +16,79 @@ public struct SpawnSpec: Sendable {
     /// Start the child in its own session, so a terminal's Ctrl-C or the
     /// shim's process group being signalled does not reach QEMU.
     public var newSession: Bool
-    /// Start the child with no capabilities and no_new_privs. This changes
-    /// the calling thread for good (see cshim_drop_exec_privileges): fine in
-    /// the shim, which executes nothing else; tests that exec other tools
-    /// from their threads leave it off.
+    /// Start the child with no capabilities and no_new_privs.
     public var dropPrivileges: Bool
+    /// Start the child as this user and group, with these supplementary groups.
+    public var runAs: ProcessCredentials?
 
     public init(
         executable: String, arguments: [String], environment: [String], outputFD: Int32,
-        inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true, dropPrivileges: Bool = false
+        inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true, dropPrivileges: Bool = false,
+        runAs: ProcessCredentials? = nil
     ) {
         self.dropPrivileges = dropPrivileges
+        self.runAs = runAs
         self.executable = executable
         self.arguments = arguments
         self.environment = environment
         self.outputFD = outputFD
         self.inheritedFDs = inheritedFDs
         self.newSession = newSession
+    }
+}
+
+/// Who a child runs as (`vmshim run --qemu-user/--qemu-group`).
+public struct ProcessCredentials: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Supplementary groups, as initgroups(3) would give the user.
+    public var groups: [UInt32]
+
+    public init(uid: UInt32, gid: UInt32, groups: [UInt32] = []) {
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+    }
+
+    /// A user (name or number) and optionally a group (name or number; the
+    /// user's primary group by default), resolved from the passwd and group
+    /// databases, with the user's supplementary groups.
+    public static func resolve(user: String, group: String?) throws -> ProcessCredentials {
+        let uid: UInt32
+        let primary: UInt32
+        let name: String?
+        if let entry = getpwnam(user) {
+            uid = entry.pointee.pw_uid
+            primary = entry.pointee.pw_gid
+            name = String(cString: entry.pointee.pw_name)
+        } else if let number = UInt32(user) {
+            uid = number
+            primary = getpwuid(number)?.pointee.pw_gid ?? number
+            name = getpwuid(number).map { String(cString: $0.pointee.pw_name) }
+        } else {
+            throw ShimError(.invalidArgument, "--qemu-user: no user named '\(user)' (see /etc/passwd); give a user name or number")
+        }
+        var gid = primary
+        if let group {
+            if let entry = getgrnam(group) {
+                gid = entry.pointee.gr_gid
+            } else if let number = UInt32(group) {
+                gid = number
+            } else {
+                throw ShimError(.invalidArgument, "--qemu-group: no group named '\(group)' (see /etc/group); give a group name or number")
+            }
+        }
+        var groups: [UInt32] = [gid]
+        if let name {
+            var count: Int32 = 64
+            var list = [gid_t](repeating: 0, count: Int(count))
+            if getgrouplist(name, gid, &list, &count) < 0 {
+                list = [gid_t](repeating: 0, count: Int(count))
+                _ = getgrouplist(name, gid, &list, &count)
+            }
+            groups = Array(list.prefix(Int(max(count, 0))))
+        }
+        return ProcessCredentials(uid: uid, gid: gid, groups: groups)
     }
 }
 
@@ -104,20 +160,31 @@ public enum Spawner {
             for pointer in argv { free(pointer) }
             for pointer in envp { free(pointer) }
         }
-        // QEMU runs with no capabilities and cannot gain any, as libvirt
-        // runs it; posix_spawn's child inherits this thread's sets, and this
-        // synchronous code stays on one thread up to the spawn.
-        if spec.dropPrivileges, cshim_drop_exec_privileges() != 0 {
-            throw ShimError.system("cannot drop capabilities before starting \(spec.executable)")
-        }
+        // QEMU runs with no capabilities, cannot gain any, and optionally as
+        // another user, as libvirt runs it. Those are per-thread in the
+        // kernel, so a fresh thread confines itself and spawns; the shim's
+        // threads keep their own.
+        let groups = spec.runAs?.groups ?? []
         var pid: pid_t = 0
+        var failedStep: UnsafePointer<CChar>?
         // Registered as the shim's own child before any orphan reaper can look.
         var rc: Int32 = 0
-        OwnChildren.spawn {
-            rc = posix_spawn(&pid, spec.executable, &actions, &attributes, &argv, &envp)
-            return rc == 0 ? pid : nil
+        groups.withUnsafeBufferPointer { groupList in
+            var confinement = cshim_confinement(
+                drop_privileges: spec.dropPrivileges ? 1 : 0, set_ids: spec.runAs == nil ? 0 : 1,
+                uid: spec.runAs?.uid ?? 0, gid: spec.runAs?.gid ?? 0, groups: groupList.baseAddress,
+                group_count: groupList.count)
+            OwnChildren.spawn {
+                rc = cshim_spawn_confined(&pid, spec.executable, &actions, &attributes, &argv, &envp, &confinement, &failedStep)
+                return rc == 0 ? pid : nil
+            }
         }
         guard rc == 0 else {
+            if let failedStep {
+                throw ShimError(
+                    .system, "cannot confine \(spec.executable) before starting it: \(String(cString: failedStep)): \(SystemError(rc))",
+                    cause: SystemError(rc))
+            }
             throw ShimError(
                 .qemuFailed, "cannot start \(spec.executable): \(SystemError(rc))", cause: SystemError(rc))
         }

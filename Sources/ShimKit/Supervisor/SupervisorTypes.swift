@@ -16,12 +16,17 @@ public struct ShimConfiguration: Sendable {
     public var forceBoot: Bool
     /// Read a managed-save image with O_DIRECT when restoring.
     public var bypassCacheOnRestore: Bool
+    /// Group given the read-write control socket (0660) and allowed by the
+    /// peer check; nil: root and the shim's user only (0600).
+    public var socketGroup: UInt32?
+    /// QEMU's user and group (`--qemu-user`, `--qemu-group`); nil: the shim's.
+    public var qemuCredentials: ProcessCredentials?
 
     public init(
         xmlPath: String, runDirectory: RunDirectory, logDirectory: String, startPaused: Bool = false,
         shutdownTimeout: Duration = .seconds(60), qmpTimeout: Duration = .seconds(30), destroyGrace: Duration = .seconds(10),
         version: String = VMShimVersion.current, saveDirectory: String? = nil, forceBoot: Bool = false,
-        bypassCacheOnRestore: Bool = false
+        bypassCacheOnRestore: Bool = false, socketGroup: UInt32? = nil, qemuCredentials: ProcessCredentials? = nil
     ) {
         self.xmlPath = xmlPath
         self.runDirectory = runDirectory
@@ -34,6 +39,8 @@ public struct ShimConfiguration: Sendable {
         self.saveDirectory = saveDirectory ?? RunDirectory.defaultSaveDirectory(root: runDirectory.root)
         self.forceBoot = forceBoot
         self.bypassCacheOnRestore = bypassCacheOnRestore
+        self.socketGroup = socketGroup
+        self.qemuCredentials = qemuCredentials
     }
 
     public var logFile: String { "\(logDirectory)/\(runDirectory.name).log" }
