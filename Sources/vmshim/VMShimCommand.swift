@@ -89,6 +89,9 @@ struct RunOptions {
     var saveDir: String?
     var forceBoot = false
     var bypassCache = false
+    var socketGroup: String?
+    var qemuUser: String?
+    var qemuGroup: String?
     var xml = ""
 
     /// The plain forms of `vmshim [run] [options] guest.xml`, read without
@@ -129,6 +132,9 @@ struct RunOptions {
             case "--log-dir": options.logDir = text
             case "--log-level": options.logLevel = text
             case "--save-dir": options.saveDir = text
+            case "--socket-group": options.socketGroup = text
+            case "--qemu-user": options.qemuUser = text
+            case "--qemu-group": options.qemuGroup = text
             case "--shutdown-timeout":
                 guard let number = Double(text) else { return nil }
                 options.shutdownTimeout = number
@@ -148,8 +154,28 @@ struct RunOptions {
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
     }
 
+    /// A group name or number, for --socket-group.
+    static func groupID(_ text: String) throws -> UInt32 {
+        if let number = UInt32(text) { return number }
+        guard let entry = getgrnam(text) else {
+            throw ShimError(.invalidArgument, "--socket-group: no group named '\(text)' (see /etc/group), give a group name or number")
+        }
+        return entry.pointee.gr_gid
+    }
+
     func execute() async throws {
         let rootPath = RunDirectory.resolveRoot(runRoot, environment: environmentDictionary())
+        let group: UInt32?
+        let qemuCredentials: ProcessCredentials?
+        do {
+            group = try socketGroup.map(RunOptions.groupID)
+            guard qemuGroup == nil || qemuUser != nil else {
+                throw ShimError(.invalidArgument, "--qemu-group needs --qemu-user (the group alone would leave QEMU root)")
+            }
+            qemuCredentials = try qemuUser.map { try ProcessCredentials.resolve(user: $0, group: qemuGroup) }
+        } catch {
+            throw report(error)
+        }
         // The run directory is named after the domain, so parse first (once:
         // the supervisor gets this parse).
         let text: String
@@ -164,7 +190,7 @@ struct RunOptions {
             xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: parsed.spec.name),
             logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
             shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout), saveDirectory: saveDir,
-            forceBoot: forceBoot, bypassCacheOnRestore: bypassCache)
+            forceBoot: forceBoot, bypassCacheOnRestore: bypassCache, socketGroup: group, qemuCredentials: qemuCredentials)
         let code = await ShimRunner.run(
             config: config, xml: text, spec: parsed.spec, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
         throw ExitCode(code)
@@ -201,13 +227,23 @@ struct Run: AsyncParsableCommand {
     @Flag(help: "Read a managed-save image with O_DIRECT, bypassing the page cache.")
     var bypassCache = false
 
+    @Option(help: ArgumentHelp("Group (name or number) that may use control.sock besides root and this user; the socket is then 0660.", valueName: "group"))
+    var socketGroup: String?
+
+    @Option(help: ArgumentHelp("Run QEMU as this user (name or number), with its supplementary groups.", valueName: "user"))
+    var qemuUser: String?
+
+    @Option(help: ArgumentHelp("Run QEMU with this group (default: the user's primary group).", valueName: "group"))
+    var qemuGroup: String?
+
     @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
     var xml: String
 
     var options: RunOptions {
         RunOptions(
             runRoot: root.runRoot, paused: paused, shutdownTimeout: shutdownTimeout, qmpTimeout: qmpTimeout, logDir: logDir,
-            logLevel: logLevel, saveDir: saveDir, forceBoot: forceBoot, bypassCache: bypassCache, xml: xml)
+            logLevel: logLevel, saveDir: saveDir, forceBoot: forceBoot, bypassCache: bypassCache, socketGroup: socketGroup,
+            qemuUser: qemuUser, qemuGroup: qemuGroup, xml: xml)
     }
 
     func validate() throws { try options.validate() }

@@ -160,6 +160,62 @@ class ControlAPIFromPython(unittest.TestCase):
             self.stub.Pause(self.pb2.PauseRequest(), timeout=10)
         self.assertEqual(caught.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
 
+    def test_4b_read_only_socket_serves_monitoring_only(self):
+        run_dir = os.path.join(self.run_root, self.name)
+        read_only = os.path.join(run_dir, "control-ro.sock")
+        self.assertEqual(os.stat(self.socket).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(read_only).st_mode & 0o777, 0o666)
+        self.assertEqual(os.stat(run_dir).st_mode & 0o777, 0o711)
+        with grpc.insecure_channel(f"unix://{read_only}") as channel:
+            stub = self.pb2_grpc.ControlStub(channel)
+            self.assertEqual(stub.GetState(self.pb2.GetStateRequest()).name, self.name)
+            reply = stub.QMP(self.pb2.QMPRequest(command_json='{"execute":"query-status"}'))
+            self.assertIn('"status"', reply.reply_json)
+            for call in (lambda: stub.Pause(self.pb2.PauseRequest()),
+                         lambda: stub.QMP(self.pb2.QMPRequest(command_json='{"execute":"stop"}'))):
+                with self.assertRaises(grpc.RpcError) as caught:
+                    call()
+                self.assertEqual(caught.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+                self.assertIn("read-only", caught.exception.details())
+
+    def test_4c_peer_credentials_are_checked_whatever_the_file_mode(self):
+        """Another user reaches control.sock only because its mode was opened
+        up by hand: SO_PEERCRED still refuses it, with PERMISSION_DENIED; the
+        read-only socket serves it."""
+        read_only = os.path.join(self.run_root, self.name, "control-ro.sock")
+        os.chmod(self.tmp, 0o755)
+        os.chmod(self.socket, 0o666)
+        script = f"""
+import sys, grpc
+sys.path.insert(0, {os.path.join(self.tmp, "stubs")!r})
+from vmshim.control.v1 import control_pb2 as pb2, control_pb2_grpc as pb2_grpc
+for path in ({self.socket!r}, {read_only!r}):
+    with grpc.insecure_channel("unix://" + path) as channel:
+        try:
+            pb2_grpc.ControlStub(channel).GetState(pb2.GetStateRequest(), timeout=10)
+            print("OK")
+        except grpc.RpcError as error:
+            print(error.code().name + " " + (error.details() or ""))
+"""
+
+        def become_nobody():
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+        try:
+            result = subprocess.run([sys.executable, "-c", script], preexec_fn=become_nobody, capture_output=True,
+                                    text=True, timeout=60)
+        finally:
+            os.chmod(self.socket, 0o600)
+        lines = result.stdout.strip().splitlines()
+        self.assertEqual(len(lines), 2, result.stdout + result.stderr)
+        self.assertTrue(lines[0].startswith("PERMISSION_DENIED"), lines[0])
+        self.assertIn("uid 65534", lines[0])
+        self.assertEqual(lines[1], "OK")
+        # Root still gets through the same socket.
+        self.assertEqual(self.stub.GetState(self.pb2.GetStateRequest()).name, self.name)
+
     def test_5_events_while_resuming_and_pausing(self):
         events = []
         stream = self.stub.WatchEvents(self.pb2.WatchEventsRequest(include_qmp=True))

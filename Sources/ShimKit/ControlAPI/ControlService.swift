@@ -7,6 +7,17 @@ typealias ControlAPI = Vmshim_Control_V1_Control
 /// No VM logic lives here.
 struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     let supervisor: VMSupervisor
+    /// The read-only socket: only calls that change nothing.
+    var readOnly = false
+
+    /// Refuses a state-changing call on the read-only socket.
+    private func requireWritable(_ call: String) throws {
+        guard readOnly else { return }
+        throw ShimError(
+            .permissionDenied,
+            "\(call) changes the VM and this is the read-only control socket (Info, GetState, WatchEvents and query-* QMP commands only); use control.sock"
+        ).rpcError
+    }
 
     private func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
         do {
@@ -34,7 +45,8 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func shutdown(request: Vmshim_Control_V1_ShutdownRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try await run {
+        try requireWritable("Shutdown")
+        return try await run {
             let timeout: Duration? = request.timeoutSeconds == 0 ? nil : .seconds(Int(request.timeoutSeconds))
             try await supervisor.shutdown(timeout: timeout, forceAfterTimeout: request.forceAfterTimeout, wait: !request.noWait)
             return await operationResponse()
@@ -42,7 +54,8 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func reboot(request: Vmshim_Control_V1_RebootRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try await run {
+        try requireWritable("Reboot")
+        return try await run {
             switch request.mode {
             case .reset: try await supervisor.reboot(mode: .reset)
             default: try await supervisor.reboot(mode: .acpi)
@@ -52,21 +65,24 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func pause(request: Vmshim_Control_V1_PauseRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try await run {
+        try requireWritable("Pause")
+        return try await run {
             try await supervisor.pause()
             return await operationResponse()
         }
     }
 
     func resume(request: Vmshim_Control_V1_ResumeRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try await run {
+        try requireWritable("Resume")
+        return try await run {
             try await supervisor.resume()
             return await operationResponse()
         }
     }
 
     func destroy(request: Vmshim_Control_V1_DestroyRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try await run {
+        try requireWritable("Destroy")
+        return try await run {
             let grace: Duration? = request.graceSeconds == 0 ? nil : .seconds(Int(request.graceSeconds))
             try await supervisor.destroy(grace: grace)
             return await operationResponse()
@@ -76,7 +92,7 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     func qmp(request: Vmshim_Control_V1_QMPRequest, context: ServerContext) async throws -> Vmshim_Control_V1_QMPResponse {
         try await run {
             let timeout: Duration? = request.timeoutSeconds == 0 ? nil : .seconds(Int(request.timeoutSeconds))
-            let (reply, isError) = try await supervisor.qmpPassthrough(request.commandJson, timeout: timeout)
+            let (reply, isError) = try await supervisor.qmpPassthrough(request.commandJson, timeout: timeout, queriesOnly: readOnly)
             var response = Vmshim_Control_V1_QMPResponse()
             response.replyJson = reply
             response.isError = isError
@@ -85,7 +101,8 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func save(request: Vmshim_Control_V1_SaveRequest, context: ServerContext) async throws -> Vmshim_Control_V1_SaveResponse {
-        try await run {
+        try requireWritable("Save")
+        return try await run {
             let result = try await supervisor.save(
                 bypassCache: request.bypassCache, bandwidthMiBPerSecond: request.bandwidthMibPerSecond)
             var response = Vmshim_Control_V1_SaveResponse()

@@ -30,15 +30,20 @@ public struct RunDirectory: Sendable, Equatable {
     public var statusFile: String { "\(path)/status.json" }
     public var qmpSocket: String { "\(path)/qmp.sock" }
     public var controlSocket: String { "\(path)/control.sock" }
+    /// The read-only control socket, for monitoring clients (0666).
+    public var readOnlyControlSocket: String { "\(path)/control-ro.sock" }
     /// Sockets vmshim binds for the guest (channels without a path).
     public func deviceSocket(_ alias: String) -> String { "\(path)/\(alias).sock" }
 
-    /// Creates the root (0755) and the VM's directory (0700).
+    /// Creates the root (0755) and the VM's directory (0711: others may
+    /// reach the read-only socket by name, and list or read nothing; every
+    /// other file in it is 0600).
     public func create() throws {
         try FileIO.makeDirectories(root, mode: 0o755)
-        if mkdir(path, 0o700) != 0, errno != EEXIST {
+        if mkdir(path, 0o711) != 0, errno != EEXIST {
             throw ShimError.system("cannot create the run directory \(path)")
         }
+        chmod(path, 0o711)
         try UnixSocket.checkPathLength(qmpSocket)
         try UnixSocket.checkPathLength(controlSocket)
     }

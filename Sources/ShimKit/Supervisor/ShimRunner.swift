@@ -53,9 +53,16 @@ public enum ShimRunner {
         // start-up would otherwise compete with QEMU's for the CPU (measured:
         // about 3 ms of every start), and a call made meanwhile waits in the
         // socket's backlog as it would wait for the start anyway.
-        let server: ControlServer
+        let servers: [ControlServer]
         do {
-            server = try ControlServer(supervisor: supervisor, path: config.runDirectory.controlSocket, group: EventLoops.shared)
+            servers = [
+                try ControlServer(
+                    supervisor: supervisor, path: config.runDirectory.controlSocket, group: EventLoops.shared,
+                    socketGroup: config.socketGroup),
+                try ControlServer(
+                    supervisor: supervisor, path: config.runDirectory.readOnlyControlSocket, group: EventLoops.shared,
+                    readOnly: true),
+            ]
         } catch {
             await supervisor.cleanUp()
             return fail(error)
@@ -67,10 +74,16 @@ public enum ShimRunner {
             return fail(error)
         }
         let serving = Task {
-            do {
-                try await server.serve()
-            } catch {
-                logger.error("control API stopped: \(error)")
+            await withTaskGroup(of: Void.self) { group in
+                for server in servers {
+                    group.addTask {
+                        do {
+                            try await server.serve()
+                        } catch {
+                            logger.error("control API on \(server.path) stopped: \(error)")
+                        }
+                    }
+                }
             }
         }
         let status = await supervisor.status
@@ -105,7 +118,7 @@ public enum ShimRunner {
         let outcome = await supervisor.waitForEnd()
         signalTask.cancel()
         // Let in-flight control calls (e.g. the Shutdown that ended the VM) answer.
-        server.stop()
+        for server in servers { server.stop() }
         _ = try? await withThrowingTimeout(.seconds(5), "stopping the control API") { await serving.value }
         await supervisor.cleanUp()
         if outcome.exitCode == 0 {

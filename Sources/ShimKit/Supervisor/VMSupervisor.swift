@@ -298,7 +298,8 @@ public actor VMSupervisor {
         let launched: QEMULauncher.Launched
         do {
             launched = try QEMULauncher.launch(
-                plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version, incoming: stream?.takeDescriptorForQEMU())
+                plan: plan, spec: spec, logFile: config.logFile, shimVersion: config.version, incoming: stream?.takeDescriptorForQEMU(),
+                runAs: config.qemuCredentials)
         } catch {
             await removeCgroup()
             throw error
@@ -984,6 +985,7 @@ public actor VMSupervisor {
             await writeStatus()
             await statusWriter.close()
             FileIO.remove(config.runDirectory.controlSocket)
+            FileIO.remove(config.runDirectory.readOnlyControlSocket)
         } else {
             await statusWriter.close()
             config.runDirectory.remove()
@@ -1095,7 +1097,10 @@ public actor VMSupervisor {
     }
 
     /// Raw QMP passthrough. Queries (query-*) never wait for the operation lock.
-    public func qmpPassthrough(_ commandJSON: String, timeout: Duration?) async throws -> (reply: String, isError: Bool) {
+    /// `queriesOnly` (the read-only socket) refuses anything but query-*.
+    public func qmpPassthrough(_ commandJSON: String, timeout: Duration?, queriesOnly: Bool = false) async throws
+        -> (reply: String, isError: Bool)
+    {
         let parsed: JSONValue
         do {
             parsed = try JSONValue.parse(commandJSON)
@@ -1106,6 +1111,11 @@ public actor VMSupervisor {
             throw ShimError(.invalidArgument, "a QMP command is a JSON object like {\"execute\":\"query-status\"}")
         }
         let name = command["execute"]?.stringValue ?? ""
+        if queriesOnly, !name.hasPrefix("query-") {
+            throw ShimError(
+                .permissionDenied,
+                "QMP '\(name)' is refused on the read-only control socket, which passes only query-* commands; use control.sock")
+        }
         let client = try monitor()
         if name.hasPrefix("query-") {
             return try await client.executeRaw(command, timeout: timeout)

@@ -457,6 +457,30 @@ import Glibc
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
 
+    /// `--qemu-user`: QEMU runs as that user and its group, with its
+    /// supplementary groups only, and still boots (everything the shim
+    /// opens for it arrives as file descriptors).
+    @Test func qemuRunsAsTheConfiguredUser() async throws {
+        let vm = try ShimHarness(name: "it-user")
+        defer { vm.tearDown() }
+        try vm.start(["--qemu-user", "nobody", "--qemu-group", "nogroup"])
+        try await vm.waitForMarker()
+        let qemu = try #require(vm.qemuPIDs().first)
+        let status = try FileIO.readString("/proc/\(qemu)/status")
+        #expect(status.contains("Uid:\t65534\t65534\t65534\t65534\n"), "\(status)")
+        #expect(status.contains("Gid:\t65534\t65534\t65534\t65534\n"), "\(status)")
+        #expect(status.contains("Groups:\t65534 \n") || status.contains("Groups:\t65534\n"), "root's groups must not leak: \(status)")
+        #expect(status.contains("CapEff:\t0000000000000000") && status.contains("CapBnd:\t0000000000000000"))
+        #expect(status.contains("NoNewPrivs:\t1"))
+        // The shim itself keeps root.
+        #expect(try FileIO.readString("/proc/\(vm.shimPID)/status").contains("Uid:\t0\t0\t0\t0"))
+        #expect(try vm.cli(["destroy", "it-user"]).status == 0)
+        #expect(await vm.waitForExit(timeout: .seconds(30)) == 0)
+
+        let bad = try vm.cli(["run", "--qemu-user", "no-such-user-here", vm.xmlPath])
+        #expect(bad.status == 1 && bad.err.contains("--qemu-user: no user named 'no-such-user-here'"), "\(bad.err)")
+    }
+
     /// `<resource register='none'/>`: QEMU stays exactly in the caller's cgroups.
     @Test func registerNoneKeepsQEMUInTheCallersCgroup() async throws {
         var options = ShimHarness.Options()
