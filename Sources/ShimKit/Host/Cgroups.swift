@@ -27,6 +27,8 @@ public struct Cgroups: Sendable {
     public let version: Version
     public let hierarchies: [Hierarchy]
     let fs: CgroupFS
+    /// This process, which v2 may move into a leaf of its own cgroup.
+    var selfPID: Int32 = getpid()
 
     /// How the shim's cgroups are laid out, from /proc/self/mountinfo and
     /// /proc/self/cgroup. v2 when the only cgroup mount with controllers is
@@ -222,15 +224,31 @@ public struct Cgroups: Sendable {
         let enabled = Set((fs.read(control) ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
         let missing = needed.filter { !enabled.contains($0) }
         guard !missing.isEmpty else { return }
+        let request = missing.map { "+" + $0 }.joined(separator: " ")
         do {
-            try fs.write(control, missing.map { "+" + $0 }.joined(separator: " "))
+            try fs.write(control, request)
         } catch let error as ShimError where (error.cause as? SystemError)?.errno == EBUSY {
-            throw ShimError(
-                .unsupported,
-                "cannot give the \(missing.joined(separator: ", ")) controller to a child of \(hierarchy.shimDirectory): on cgroup v2 a cgroup that holds processes (this vmshim) cannot delegate controllers. Start vmshim in a leaf cgroup whose parent enables them, remove the <memtune>/<cputune>/<blkiotune> limits, or use <resource register='none'/>",
-                cause: error)
+            // The no-internal-processes rule. When vmshim is alone in its
+            // cgroup (a pod's main process), it moves itself into a leaf
+            // beside the VM's, as container runtimes do, and delegates.
+            let members = (fs.read(hierarchy.shimDirectory + "/cgroup.procs") ?? "").split(whereSeparator: \.isNewline)
+            guard members == [Substring("\(selfPID)")] else {
+                throw ShimError(
+                    .unsupported,
+                    "cannot give the \(missing.joined(separator: ", ")) controller to a child of \(hierarchy.shimDirectory): on cgroup v2 a cgroup that holds processes cannot delegate controllers, and besides this vmshim it holds \(members.filter { $0 != Substring("\(selfPID)") }.prefix(5).joined(separator: ", ")). Start vmshim in a cgroup of its own, remove the <memtune>/<cputune>/<blkiotune> limits, or use <resource register='none'/>",
+                    cause: error)
+            }
+            let leaf = hierarchy.shimDirectory + "/" + Cgroups.supervisorLeaf
+            do {
+                try fs.makeDirectory(leaf)
+            } catch let exists as ShimError where (exists.cause as? SystemError)?.errno == EEXIST {}
+            try fs.write(leaf + "/cgroup.procs", "\(selfPID)")
+            try fs.write(control, request)
         }
     }
+
+    /// Where a v2 vmshim moves itself so its cgroup can delegate controllers.
+    public static let supervisorLeaf = "vmshim-supervisor"
 
     private func applyV2(_ tuning: Tuning, vcpus: Int, directory: String) throws {
         if let hard = tuning.memoryHardLimitKiB { try write(directory + "/memory.max", Self.bytesOrMax(hard)) }

@@ -47,7 +47,7 @@ public struct ShimConfiguration: Sendable {
 }
 
 public enum VMShimVersion {
-    public static let current = "0.1.0"
+    public static let current = "0.2.0"
     /// API packages the control socket serves.
     public static let controlAPIs = ["vmshim.control.v1"]
 }

@@ -373,22 +373,21 @@ public actor VMSupervisor {
         guard FileIO.exists(paths.image) else { return nil }
         if config.forceBoot {
             logger.notice("--force-boot: discarding the managed save image \(paths.image) and booting cold")
-            FileIO.remove(paths.image)
-            FileIO.syncDirectory(of: paths.image)
+            await Self.removeDurably(paths.image)
             return nil
         }
         let image: SaveImage
         do {
             image = try await NIOThreadPool.singleton.runIfActive { try SaveImage.read(path: paths.image) }
         } catch let damaged as SaveImage.Damaged {
-            throw keepAside(paths, why: "\(damaged)")
+            throw await keepAside(paths, why: "\(damaged)")
         }
         let label = "\(paths.image) (saved definition)"
         let parsed: DomainSpec
         do {
             parsed = try DomainParser(file: label).parse(image.xml).spec
         } catch {
-            throw keepAside(paths, why: "holds a domain XML vmshim cannot read: \((error as? ShimError)?.message ?? "\(error)")")
+            throw await keepAside(paths, why: "holds a domain XML vmshim cannot read: \((error as? ShimError)?.message ?? "\(error)")")
         }
         guard parsed.uuid == spec.uuid else {
             throw ShimError(
@@ -400,15 +399,29 @@ public actor VMSupervisor {
         return SavedState(paths: paths, image: image, spec: prepared, label: label)
     }
 
+    /// unlink, then fsync of the directory, off the cooperative pool: a
+    /// restored or discarded image must not come back after a host crash.
+    private static func removeDurably(_ path: String) async {
+        _ = try? await NIOThreadPool.singleton.runIfActive {
+            FileIO.remove(path)
+            FileIO.syncDirectory(of: path)
+        }
+    }
+
     /// Moves an image that cannot be restored to `NAME.save.corrupt` and
     /// returns the error that fails the start.
-    private func keepAside(_ paths: SaveImage.Paths, why: String) -> ShimError {
-        let kept = rename(paths.image, paths.corrupt) == 0
-        FileIO.syncDirectory(of: paths.image)
-        let where_ = kept ? "it was moved to \(paths.corrupt)" : "it could not be moved aside (\(SystemError.current)); remove it"
+    private func keepAside(_ paths: SaveImage.Paths, why: String) async -> ShimError {
+        // errno of the rename, 0 when it worked.
+        let renameErrno: Int32 = (try? await NIOThreadPool.singleton.runIfActive { () -> Int32 in
+            let result: Int32 = rename(paths.image, paths.corrupt) == 0 ? 0 : errno
+            FileIO.syncDirectory(of: paths.image)
+            return result
+        }) ?? ECANCELED
+        let fate = renameErrno == 0
+            ? "it was moved to \(paths.corrupt)" : "it could not be moved aside (\(SystemError(renameErrno))); remove it"
         return ShimError(
             .invalidArgument,
-            "cannot restore domain '\(spec.name)' from its managed save image: \(why); \(where_). Run again to boot the domain cold (its saved state is lost)")
+            "cannot restore domain '\(spec.name)' from its managed save image: \(why); \(fate). Run again to boot the domain cold (its saved state is lost)")
     }
 
     /// Loads the saved state into the new QEMU and resumes the guest as it
@@ -428,10 +441,9 @@ public actor VMSupervisor {
             let why = client.isClosed
                 ? "QEMU exited while loading it"
                 : "QEMU could not load it (\((error as? ShimError)?.message ?? "\(error)"))"
-            throw keepAside(saved.paths, why: why)
+            throw await keepAside(saved.paths, why: why)
         }
-        FileIO.remove(saved.paths.image)
-        FileIO.syncDirectory(of: saved.paths.image)
+        await Self.removeDurably(saved.paths.image)
         let elapsed = ContinuousClock.now - began
         logger.info("restored the saved state in \(elapsed.shortDescription); removed \(saved.paths.image)")
         if saved.image.guestWasRunning, !config.startPaused {

@@ -266,20 +266,64 @@ final class FakeCgroupFS: Sendable {
         try cgroups.attach(pid: 99, to: placement)
         #expect(fake.read(directory + "/cgroup.procs") == "99")
 
-        // The shim in a group of its own with limits asked: the kernel refuses; say why.
-        let busy = unified(shimInLeaf: false)
-        let plain = try Cgroups.discover(mountInfo: "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", selfCgroup: "0::/shim\n", fs: busy.fs)
+        // vmshim alone in its cgroup (a pod's main process, pid 1 here): the
+        // kernel refuses to delegate from a group with processes, so the shim
+        // moves itself into a leaf and the VM's group gets the controllers.
+        let alone = unified(shimInLeaf: false)
+        var pod = try Cgroups.discover(mountInfo: "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", selfCgroup: "0::/shim\n", fs: alone.fs)
+        pod.selfPID = 1
+        let moved = try pod.create(domain: "vm", tuning: tuning, vcpus: 1)
+        #expect(moved.directories == ["/sys/fs/cgroup/shim/vmshim-vm"])
+        #expect(alone.read("/sys/fs/cgroup/shim/vmshim-supervisor/cgroup.procs") == "1")
+        #expect(alone.read("/sys/fs/cgroup/shim/cgroup.procs") == "")
+        #expect(alone.read("/sys/fs/cgroup/shim/vmshim-vm/memory.max") == "536870912")
+
+        // Other processes share the shim's cgroup: refuse, and say why and what to do.
+        let shared = unified(shimInLeaf: false)
+        shared.state.withLock { $0.files["/sys/fs/cgroup/shim/cgroup.procs"] = "1\n77" }
+        var crowded = try Cgroups.discover(mountInfo: "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", selfCgroup: "0::/shim\n", fs: shared.fs)
+        crowded.selfPID = 1
         do {
-            _ = try plain.create(domain: "vm", tuning: tuning, vcpus: 1)
-            Issue.record("delegating from a cgroup with processes must fail")
+            _ = try crowded.create(domain: "vm", tuning: tuning, vcpus: 1)
+            Issue.record("delegating from a cgroup with other processes must fail")
         } catch let error as ShimError {
-            #expect(error.message.contains("cannot delegate controllers"), "\(error.message)")
+            #expect(error.message.contains("cannot delegate controllers") && error.message.contains("77"), "\(error.message)")
             #expect(error.message.contains("register='none'"))
         }
-        #expect(!busy.isDirectory("/sys/fs/cgroup/shim/vmshim-vm"))
-        // Without limits no controller is needed: QEMU still gets its own group.
-        let bare = try plain.create(domain: "vm", tuning: .init(), vcpus: 1)
+        #expect(!shared.isDirectory("/sys/fs/cgroup/shim/vmshim-vm"))
+        // Without limits no controller is needed: QEMU still gets its own group, nobody moves.
+        let bare = try crowded.create(domain: "vm", tuning: .init(), vcpus: 1)
         #expect(bare.directories == ["/sys/fs/cgroup/shim/vmshim-vm"])
+        #expect(!shared.isDirectory("/sys/fs/cgroup/shim/vmshim-supervisor"))
+    }
+
+    /// On the real kernel, through this host's cgroup2 mount (the unified
+    /// hierarchy, with or without controllers): a process lands in the VM's
+    /// group and the group goes once the process has left.
+    @Test func realUnifiedHierarchyHoldsAndReleasesAProcess() throws {
+        let mountInfo = try FileIO.readString("/proc/self/mountinfo")
+        let unifiedOnly = mountInfo.split(whereSeparator: \.isNewline).filter { $0.contains(" - cgroup2 ") }
+        try #require(!unifiedOnly.isEmpty, "this host has no cgroup2 mount")
+        let cgroups = try Cgroups.discover(
+            mountInfo: unifiedOnly.joined(separator: "\n"), selfCgroup: try FileIO.readString("/proc/self/cgroup"))
+        #expect(cgroups.version == .v2)
+        let name = "it-v2-\(getpid())"
+        let placement = try cgroups.create(domain: name, tuning: .init(), vcpus: 1)
+        let directory = try #require(placement.directories.first)
+        defer { _ = Cgroups.remove(placement) }
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        try cgroups.attach(pid: sleeper.processIdentifier, to: placement)
+        let membership = try FileIO.readString("/proc/\(sleeper.processIdentifier)/cgroup")
+        #expect(membership.split(whereSeparator: \.isNewline).contains { $0.hasPrefix("0::") && $0.hasSuffix("/" + Cgroups.leafName(domain: name)) }, "\(membership)")
+        #expect(try FileIO.readString(directory + "/cgroup.procs").contains("\(sleeper.processIdentifier)"))
+        // SIGKILL: a test may have left SIGTERM ignored, which children inherit.
+        kill(sleeper.processIdentifier, SIGKILL)
+        sleeper.waitUntilExit()
+        #expect(Cgroups.remove(placement).isEmpty)
+        #expect(!FileIO.exists(directory))
     }
 
     @Test func mountInfoFieldsAreUnescaped() {
