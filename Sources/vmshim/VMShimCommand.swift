@@ -254,12 +254,19 @@ struct Run: AsyncParsableCommand {
 // MARK: - list / status
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the domains under the run root.")
+    static let configuration = CommandConfiguration(
+        abstract: "List the domains under the run root, and those stopped with a managed-save image.")
     @OptionGroup var root: RunRootOption
+    @Option(help: ArgumentHelp("Directory of managed-save images (default as for 'run').", valueName: "dir"))
+    var saveDir: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
         let entries = DomainDirectory(root: root.resolved).entries()
+        let running = Set(entries.map(\.runDirectory.name))
+        // Saved domains without a run directory, as `virsh list --all` shows them "shut off" with a managed save.
+        let saved = savedDomains(in: saveDir ?? RunDirectory.defaultSaveDirectory(root: root.resolved))
+            .filter { !running.contains($0.name) }
         if json {
             let items: [JSONValue] = entries.map { entry in
                 var object: JSONObject = ["name": .string(entry.runDirectory.name)]
@@ -274,6 +281,13 @@ struct List: AsyncParsableCommand {
                 }
                 object["shimAlive"] = .bool(entry.shimAlive)
                 return .object(object)
+            } + saved.map { domain in
+                var object: JSONObject = [
+                    "name": .string(domain.name), "state": "saved", "shimAlive": false, "image": .string(domain.image),
+                ]
+                if let uuid = domain.uuid { object["uuid"] = .string(uuid) }
+                object["reason"] = .string(domain.uuid == nil ? "damaged-image" : domain.guestWasRunning ? "running" : "paused")
+                return .object(object)
             }
             print(JSONValue.array(items).description)
             return
@@ -286,7 +300,23 @@ struct List: AsyncParsableCommand {
                 entry.shimAlive ? (entry.status.map { String($0.shim.pid) } ?? "-") : "-",
             ])
         }
+        for domain in saved {
+            rows.append([domain.name, domain.uuid ?? "-", "saved", "-", "-"])
+        }
         printTable(rows)
+    }
+
+    /// Complete `NAME.save` images (partial and `.corrupt` ones are not
+    /// domains); a damaged one is listed without a UUID.
+    func savedDomains(in directory: String) -> [(name: String, uuid: String?, guestWasRunning: Bool, image: String)] {
+        FileIO.listDirectory(directory).filter { $0.hasSuffix(".save") }.sorted().map { file in
+            let path = directory + "/" + file
+            let name = String(file.dropLast(".save".count))
+            guard let image = try? SaveImage.read(path: path),
+                let spec = try? DomainParser(file: path).parse(image.xml).spec
+            else { return (name, nil, false, path) }
+            return (name, spec.uuid.description, image.guestWasRunning, path)
+        }
     }
 }
 

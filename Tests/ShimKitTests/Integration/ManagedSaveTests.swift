@@ -37,6 +37,12 @@ import Glibc
         let header = try SaveImage.read(path: image(vm).image)
         #expect(header.guestWasRunning && header.complete)
         #expect(header.xml.contains("<name>\(vm.name)</name>"))
+        // Listed as saved while it has no run directory.
+        let listed = try JSONValue.parse(try vm.cli(["list", "--json"]).out).arrayValue ?? []
+        let entry = try #require(listed.first { $0["name"]?.stringValue == vm.name })
+        #expect(entry["state"]?.stringValue == "saved" && entry["reason"]?.stringValue == "running")
+        #expect(entry["image"]?.stringValue == image(vm).image)
+        #expect(entry["uuid"]?.stringValue != nil && entry["shimAlive"]?.boolValue == false)
         let before = Self.counters(vm.serial)
         let last = try #require(before.last)
 
