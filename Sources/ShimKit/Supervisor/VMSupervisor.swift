@@ -246,6 +246,7 @@ public actor VMSupervisor {
             sourceName = saved.label
             setState(.starting, "restoring")
         }
+        var phases = StartPhases()
         // Every image and backing layer, checked off the cooperative pool;
         // startupPolicy='optional' disks that are missing are left out.
         let storage = DiskStorage(file: config.xmlPath)
@@ -256,6 +257,7 @@ public actor VMSupervisor {
         } else {
             (spec, drops) = try storage.prepare(unchecked, coldBoot: saved == nil)  // nothing to read: numbering only
         }
+        phases.lap("disks")
         for drop in drops {
             let what = drop.reason == "missing-on-start" ? "starts with an empty tray" : "is left out of the guest"
             logger.warning("disk '\(drop.targetDev)' \(what) (startupPolicy='optional', \(drop.reason)): \(drop.why)")
@@ -295,6 +297,7 @@ public actor VMSupervisor {
             cgroups = made.0
             cgroup = made.1
         }
+        phases.lap("plan+cgroup")
         let launched: QEMULauncher.Launched
         do {
             launched = try QEMULauncher.launch(
@@ -308,6 +311,7 @@ public actor VMSupervisor {
         qemuIdentity = launched.identity
         createdSockets = launched.createdSockets
         runtime.tapNames = launched.tapNames
+        phases.lap("spawn")
         logger.info("QEMU started", metadata: ["pid": "\(launched.process.pid)"])
         // Record QEMU's pid (a shim that dies now must let the next one find
         // it) while the monitor handshake runs; newer writes supersede it.
@@ -321,14 +325,22 @@ public actor VMSupervisor {
         var attaching: Task<Void, any Error>?
         if let cgroups, let placement = cgroup {
             let pid = launched.process.pid
-            attaching = Task { try await NIOThreadPool.singleton.runIfActive { try cgroups.attach(pid: pid, to: placement) } }
+            let logger = self.logger
+            attaching = Task {
+                let began = ContinuousClock.now
+                try await NIOThreadPool.singleton.runIfActive { try cgroups.attach(pid: pid, to: placement) }
+                logger.debug("moving QEMU into its cgroup took \(StartPhases.milliseconds(ContinuousClock.now - began)) ms")
+            }
         }
         do {
             let client = try await connectMonitor(process: launched.process)
+            phases.lap("monitor")
             qmp = client
             qemuVersion = client.greeting.versionString
             try await setUpBeforeStart(client)
+            phases.lap("setup")
             try await attaching?.value
+            phases.lap("cgroup-attach")
             startWatching(client: client, process: launched.process)
             if let saved, let stream, let fd = plan.incomingMigrationFD {
                 try await restoreState(client, saved: saved, stream: stream, fd: fd)
@@ -339,11 +351,36 @@ public actor VMSupervisor {
                 setState(.running, "booted")
             }
             await writeStatus()
+            phases.lap(saved == nil ? "cont+status" : "restore+status")
+            logger.debug("start took \(phases.summary)")
             Task { await self.learnCanonicalMachine() }
         } catch {
             _ = try? await attaching?.value
             await failStart(error)
             throw startError(error)
+        }
+    }
+
+    /// Where a start's time goes, for `--log-level debug`.
+    struct StartPhases {
+        private var last = ContinuousClock.now
+        private var laps: [(String, Duration)] = []
+
+        mutating func lap(_ name: String) {
+            let now = ContinuousClock.now
+            laps.append((name, now - last))
+            last = now
+        }
+
+        var summary: String {
+            let total = laps.reduce(Duration.zero) { $0 + $1.1 }
+            return "\(Self.milliseconds(total)) ms: " + laps.map { "\($0.0) \(Self.milliseconds($0.1))" }.joined(separator: ", ")
+        }
+
+        static func milliseconds(_ duration: Duration) -> String {
+            let (seconds, attoseconds) = duration.components
+            let tenths = seconds * 10_000 + attoseconds / 100_000_000_000_000
+            return "\(tenths / 10).\(tenths % 10)"
         }
     }
 
