@@ -10,13 +10,15 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     /// The read-only socket: only calls that change nothing.
     var readOnly = false
 
-    /// Refuses a state-changing call on the read-only socket.
-    private func requireWritable(_ call: String) throws {
-        guard readOnly else { return }
-        throw ShimError(
-            .permissionDenied,
-            "\(call) changes the VM and this is the read-only control socket (Info, GetState, WatchEvents and query-* QMP commands only); use control.sock"
-        ).rpcError
+    /// A state-changing call: refused on the read-only socket.
+    private func runWritable<T: Sendable>(_ call: String, _ body: () async throws -> T) async throws -> T {
+        guard !readOnly else {
+            throw ShimError(
+                .permissionDenied,
+                "\(call) changes the VM and this is the read-only control socket (Info, GetState, WatchEvents and query-* QMP commands only); use control.sock"
+            ).rpcError
+        }
+        return try await run(body)
     }
 
     private func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
@@ -45,8 +47,7 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func shutdown(request: Vmshim_Control_V1_ShutdownRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try requireWritable("Shutdown")
-        return try await run {
+        try await runWritable("Shutdown") {
             let timeout: Duration? = request.timeoutSeconds == 0 ? nil : .seconds(Int(request.timeoutSeconds))
             try await supervisor.shutdown(timeout: timeout, forceAfterTimeout: request.forceAfterTimeout, wait: !request.noWait)
             return await operationResponse()
@@ -54,8 +55,7 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func reboot(request: Vmshim_Control_V1_RebootRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try requireWritable("Reboot")
-        return try await run {
+        try await runWritable("Reboot") {
             switch request.mode {
             case .reset: try await supervisor.reboot(mode: .reset)
             default: try await supervisor.reboot(mode: .acpi)
@@ -65,24 +65,21 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func pause(request: Vmshim_Control_V1_PauseRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try requireWritable("Pause")
-        return try await run {
+        try await runWritable("Pause") {
             try await supervisor.pause()
             return await operationResponse()
         }
     }
 
     func resume(request: Vmshim_Control_V1_ResumeRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try requireWritable("Resume")
-        return try await run {
+        try await runWritable("Resume") {
             try await supervisor.resume()
             return await operationResponse()
         }
     }
 
     func destroy(request: Vmshim_Control_V1_DestroyRequest, context: ServerContext) async throws -> Vmshim_Control_V1_OperationResponse {
-        try requireWritable("Destroy")
-        return try await run {
+        try await runWritable("Destroy") {
             let grace: Duration? = request.graceSeconds == 0 ? nil : .seconds(Int(request.graceSeconds))
             try await supervisor.destroy(grace: grace)
             return await operationResponse()
@@ -101,8 +98,7 @@ struct ControlService: Vmshim_Control_V1_Control.SimpleServiceProtocol {
     }
 
     func save(request: Vmshim_Control_V1_SaveRequest, context: ServerContext) async throws -> Vmshim_Control_V1_SaveResponse {
-        try requireWritable("Save")
-        return try await run {
+        try await runWritable("Save") {
             let result = try await supervisor.save(
                 bypassCache: request.bypassCache, bandwidthMiBPerSecond: request.bandwidthMibPerSecond)
             var response = Vmshim_Control_V1_SaveResponse()

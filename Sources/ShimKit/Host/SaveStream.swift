@@ -72,11 +72,11 @@ public enum SaveStream {
                     filled += count
                 }
                 let aligned = filled / SaveImage.alignment * SaveImage.alignment
-                try SaveStream.writeAll(fd, buffer, aligned, path: paths.partial)
+                try FileIO.writeAll(fd, buffer, aligned, path: paths.partial)
                 if aligned < filled {
                     // The tail of the stream: O_DIRECT cannot write it.
                     try SaveStream.setDirect(fd, false, path: paths.partial)
-                    try SaveStream.writeAll(fd, buffer + aligned, filled - aligned, path: paths.partial)
+                    try FileIO.writeAll(fd, buffer + aligned, filled - aligned, path: paths.partial)
                 }
                 total += UInt64(filled)
                 if finished { return total }
@@ -220,7 +220,7 @@ public enum SaveStream {
             guard count > 0 else { throw ShimError(.invalidArgument, "\(path) ended \(length - done) bytes early") }
             let useful = Int(min(UInt64(count), length - done))
             do {
-                try writeAll(pipe, buffer, useful, path: "QEMU's incoming migration pipe")
+                try FileIO.writeAll(pipe, buffer, useful, path: "QEMU's incoming migration pipe")
             } catch let error as ShimError where (error.cause as? SystemError)?.errno == EPIPE {
                 // QEMU stopped reading: it refused the stream or exited; the
                 // restore reports QEMU's own reason.
@@ -263,21 +263,6 @@ public enum SaveStream {
         bytes.withUnsafeBytes { raw in
             if let base = raw.baseAddress { buffer.copyMemory(from: base, byteCount: raw.count) }
         }
-        try writeAll(fd, buffer, bytes.count, path: path)
-    }
-
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, path: String) throws {
-        var offset = 0
-        while offset < count {
-            let written = write(fd, buffer + offset, count - offset)
-            if written < 0, errno == EINTR { continue }
-            guard written > 0 else {
-                if written < 0, errno == ENOSPC {
-                    throw ShimError(.system, "\(path): no space left on the device", cause: SystemError(ENOSPC))
-                }
-                throw ShimError.system("cannot write \(path)")
-            }
-            offset += written
-        }
+        try FileIO.writeAll(fd, buffer, bytes.count, path: path)
     }
 }

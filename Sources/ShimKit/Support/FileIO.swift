@@ -90,14 +90,23 @@ public enum FileIO {
     }
 
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+        try bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            try writeAll(fd, base, raw.count, path: path)
+        }
+    }
+
+    /// Writes `count` bytes, retrying short writes and EINTR; a full disk
+    /// gets a message that says so.
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, path: String) throws {
         var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return write(fd, base + offset, raw.count - offset)
-            }
-            if written < 0 {
-                if errno == EINTR { continue }
+        while offset < count {
+            let written = write(fd, buffer + offset, count - offset)
+            if written < 0, errno == EINTR { continue }
+            guard written > 0 else {
+                if written < 0, errno == ENOSPC {
+                    throw ShimError(.system, "\(path): no space left on the device", cause: SystemError(ENOSPC))
+                }
                 throw ShimError.system("cannot write \(path)")
             }
             offset += written
