@@ -25,4 +25,5 @@ generate() { # proto-file output-dir
 }
 
 generate vmshim/control/v1/control.proto Sources/ShimKit/ControlAPI/Generated
-echo "generated: $(find Sources/*/ControlAPI/Generated -name '*.swift' | tr '\n' ' ')"
+generate vmshim/registrar/v1/registrar.proto Sources/ShimKit/Registration/Generated
+echo "generated: $(find Sources/*/*/Generated -name '*.swift' | tr '\n' ' ')"

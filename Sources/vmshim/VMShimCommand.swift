@@ -92,6 +92,7 @@ struct RunOptions {
     var socketGroup: String?
     var qemuUser: String?
     var qemuGroup: String?
+    var registrar: String?
     var xml = ""
 
     /// The plain forms of `vmshim [run] [options] guest.xml`, read without
@@ -135,6 +136,7 @@ struct RunOptions {
             case "--socket-group": options.socketGroup = text
             case "--qemu-user": options.qemuUser = text
             case "--qemu-group": options.qemuGroup = text
+            case "--registrar": options.registrar = text
             case "--shutdown-timeout":
                 guard let number = Double(text) else { return nil }
                 options.shutdownTimeout = number
@@ -190,7 +192,8 @@ struct RunOptions {
             xmlPath: xml, runDirectory: RunDirectory(root: rootPath, name: parsed.spec.name),
             logDirectory: logDir ?? RunDirectory.defaultLogDirectory(root: rootPath), startPaused: paused,
             shutdownTimeout: seconds(shutdownTimeout), qmpTimeout: seconds(qmpTimeout), saveDirectory: saveDir,
-            forceBoot: forceBoot, bypassCacheOnRestore: bypassCache, socketGroup: group, qemuCredentials: qemuCredentials)
+            forceBoot: forceBoot, bypassCacheOnRestore: bypassCache, socketGroup: group, qemuCredentials: qemuCredentials,
+            registrar: RegistrarTarget.resolve(registrar, runRoot: rootPath))
         let code = await ShimRunner.run(
             config: config, xml: text, spec: parsed.spec, logLevel: Logger.Level(rawValue: logLevel) ?? .info)
         throw ExitCode(code)
@@ -236,6 +239,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Run QEMU with this group (default: the user's primary group).", valueName: "group"))
     var qemuGroup: String?
 
+    @Option(help: ArgumentHelp("The registrar's socket, or 'none' (default: <run-root>/registrar.sock, i.e. /run/vmshim/registrar.sock).", valueName: "path"))
+    var registrar: String?
+
     @Argument(help: ArgumentHelp("The libvirt domain XML.", valueName: "guest.xml"))
     var xml: String
 
@@ -243,7 +249,7 @@ struct Run: AsyncParsableCommand {
         RunOptions(
             runRoot: root.runRoot, paused: paused, shutdownTimeout: shutdownTimeout, qmpTimeout: qmpTimeout, logDir: logDir,
             logLevel: logLevel, saveDir: saveDir, forceBoot: forceBoot, bypassCache: bypassCache, socketGroup: socketGroup,
-            qemuUser: qemuUser, qemuGroup: qemuGroup, xml: xml)
+            qemuUser: qemuUser, qemuGroup: qemuGroup, registrar: registrar, xml: xml)
     }
 
     func validate() throws { try options.validate() }
@@ -260,8 +266,21 @@ struct List: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Directory of managed-save images (default as for 'run').", valueName: "dir"))
     var saveDir: String?
     @Flag(help: "Print JSON.") var json = false
+    @Option(help: ArgumentHelp("List through this registrar, or 'none' for the run directories (default: <run-root>/registrar.sock when a registrar serves it).", valueName: "path"))
+    var registrar: String?
 
     func run() async throws {
+        if let target = RegistrarTarget.resolve(registrar, runRoot: root.resolved),
+            target.explicit || UnixSocket.isListening(path: target.socketPath)
+        {
+            do {
+                let domains = try await RegistrarClient(socketPath: target.socketPath).listDomains()
+                printRegistrarListing(domains)
+                return
+            } catch {
+                throw report(error)
+            }
+        }
         let entries = DomainDirectory(root: root.resolved).entries()
         let running = Set(entries.map(\.runDirectory.name))
         // Saved domains without a run directory, as `virsh list --all` shows them "shut off" with a managed save.
@@ -302,6 +321,50 @@ struct List: AsyncParsableCommand {
         }
         for domain in saved {
             rows.append([domain.name, domain.uuid ?? "-", "saved", "-", "-"])
+        }
+        printTable(rows)
+    }
+
+    /// The registrar's view: every domain on the host, whichever run root,
+    /// pod or shell started it, with its main figures.
+    func printRegistrarListing(_ domains: [Vmshim_Registrar_V1_Domain]) {
+        if json {
+            let items: [JSONValue] = domains.map { domain in
+                let object: JSONObject = [
+                    "name": .string(domain.identity.name), "uuid": .string(domain.identity.uuid),
+                    "state": .string(RegistrationWire.name(domain.status.state)), "reason": .string(domain.status.reason),
+                    "connected": .bool(domain.connected), "source": .string(domain.source),
+                    "shimPid": .int(Int64(domain.identity.shimPid)), "qemuPid": .int(Int64(domain.status.qemuPid)),
+                    "vcpus": .uint(UInt64(domain.identity.vcpus)), "memoryKiB": .uint(domain.identity.memoryKib),
+                    "balloonKiB": .uint(domain.resources.balloonActualKib), "qemuRssKiB": .uint(domain.resources.qemuRssKib),
+                    "qemuPssKiB": .uint(domain.resources.qemuPssKib), "shimRssKiB": .uint(domain.resources.shimRssKib),
+                    "cpuTimeMicros": .uint(domain.resources.qemuCpuTimeMicros),
+                    "runDirectory": .string(domain.identity.runDirectory),
+                    "controlSocket": .string(domain.identity.controlSocket),
+                    "disks": .array(domain.resources.disks.map { disk in
+                        .object([
+                            "target": .string(disk.target), "source": .string(disk.source),
+                            "capacityBytes": .uint(disk.capacityBytes), "allocationBytes": .uint(disk.allocationBytes),
+                            "readBytes": .uint(disk.readBytes), "writeBytes": .uint(disk.writeBytes),
+                        ])
+                    }),
+                ]
+                return .object(object)
+            }
+            print(JSONValue.array(items).description)
+            return
+        }
+        var rows = [["NAME", "UUID", "STATE", "QEMU PID", "SHIM PID", "VCPUS", "MEMORY", "QEMU RSS", "CPU TIME"]]
+        for domain in domains {
+            let cpu = Double(domain.resources.qemuCpuTimeMicros) / 1_000_000
+            rows.append([
+                domain.identity.name, domain.identity.uuid, RegistrationWire.name(domain.status.state),
+                domain.status.qemuPid > 0 ? String(domain.status.qemuPid) : "-",
+                domain.connected ? String(domain.identity.shimPid) : "-", String(domain.identity.vcpus),
+                "\(domain.identity.memoryKib / 1024) MiB",
+                domain.resources.qemuRssKib > 0 ? "\(domain.resources.qemuRssKib / 1024) MiB" : "-",
+                String(format: "%.1fs", cpu),
+            ])
         }
         printTable(rows)
     }

@@ -52,21 +52,55 @@ public struct PeerCredentials: Sendable, Equatable {
     }
 }
 
-enum PeerAccess {
+public enum PeerAccess {
+    /// Request metadata the server adds with the peer's kernel credentials
+    /// (any value a client sent under these keys is replaced).
+    public static let peerPIDKey = "vmshim-peer-pid"
+    public static let peerUIDKey = "vmshim-peer-uid"
+
     /// Reads the peer of an HTTP/2 stream's connection; on a denied peer,
-    /// puts a handler in front of gRPC that answers PERMISSION_DENIED.
-    static func guardStream(_ streamChannel: any Channel, policy: PeerPolicy, socket: String) -> EventLoopFuture<Void> {
-        guard !policy.isOpen, let connection = streamChannel.parent as? any SocketOptionProvider else {
+    /// puts a handler in front of gRPC that answers PERMISSION_DENIED. With
+    /// `stampPeer`, an allowed call's metadata carries the peer's pid and uid.
+    public static func guardStream(
+        _ streamChannel: any Channel, policy: PeerPolicy, socket: String, stampPeer: Bool = false
+    ) -> EventLoopFuture<Void> {
+        guard !policy.isOpen || stampPeer, let connection = streamChannel.parent as? any SocketOptionProvider else {
             return streamChannel.eventLoop.makeSucceededVoidFuture()
         }
         let credentials: EventLoopFuture<PeerCredentials> = connection.unsafeGetSocketOption(
             level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
         return credentials.flatMapThrowing { peer in
-            guard !policy.allows(peer, supplementaryGroups: peer.supplementaryGroups) else { return }
-            let message =
-                "permission denied: uid \(peer.uid) (pid \(peer.pid)) may not use \(socket); it serves root, uid \(getuid())\(policy.allowedGroup.map { " and group \($0)" } ?? ""). Use the read-only socket beside it for monitoring"
-            try streamChannel.pipeline.syncOperations.addHandler(DenyingStreamHandler(message: message), position: .first)
+            guard policy.allows(peer, supplementaryGroups: peer.supplementaryGroups) else {
+                let message =
+                    "permission denied: uid \(peer.uid) (pid \(peer.pid)) may not use \(socket); it serves root, uid \(getuid())\(policy.allowedGroup.map { " and group \($0)" } ?? ""). Use the read-only socket beside it for monitoring"
+                try streamChannel.pipeline.syncOperations.addHandler(DenyingStreamHandler(message: message), position: .first)
+                return
+            }
+            if stampPeer {
+                try streamChannel.pipeline.syncOperations.addHandler(PeerStampingHandler(peer: peer), position: .first)
+            }
         }
+    }
+}
+
+/// Adds the peer's credentials to the headers that open a call.
+final class PeerStampingHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+    let peer: PeerCredentials
+
+    init(peer: PeerCredentials) { self.peer = peer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .headers(var request) = unwrapInboundIn(data), request.headers.contains(name: ":path") else {
+            context.fireChannelRead(data)
+            return
+        }
+        request.headers.remove(name: PeerAccess.peerPIDKey)
+        request.headers.remove(name: PeerAccess.peerUIDKey)
+        request.headers.add(name: PeerAccess.peerPIDKey, value: String(peer.pid))
+        request.headers.add(name: PeerAccess.peerUIDKey, value: String(peer.uid))
+        context.fireChannelRead(wrapInboundOut(.headers(request)))
     }
 }
 

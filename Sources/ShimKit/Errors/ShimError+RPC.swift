@@ -49,7 +49,7 @@ extension ShimError {
             }
         }()
         if rpc.code == .unavailable && sent == nil {
-            return ShimError(.unavailable, "\(context): the shim is not reachable (\(rpc.message))", cause: rpc)
+            return ShimError(.unavailable, "\(context) is not reachable (\(rpc.message))", cause: rpc)
         }
         return ShimError(code, rpc.message, cause: rpc)
     }

@@ -67,9 +67,34 @@ public enum ShimRunner {
             await supervisor.cleanUp()
             return fail(error)
         }
+        // Registered before QEMU starts, so a second live shim for the same
+        // UUID (in another pod or run root) is refused before it can start a
+        // second QEMU on the same disks.
+        var registration: RegistrationClient?
+        if let target = config.registrar {
+            let client = RegistrationClient(
+                socketPath: target.socketPath, supervisor: supervisor, runDirectory: config.runDirectory,
+                version: config.version, logger: logger)
+            client.start()
+            switch await client.firstVerdict(timeout: .seconds(2)) {
+            case .refused(let error):
+                await client.finish(ShimOutcome(exitCode: 1, state: .shutoff, reason: "refused", message: ""))
+                for server in servers { server.stop() }
+                await supervisor.cleanUp()
+                return fail(error)
+            case .unavailable(let why):
+                if target.explicit {
+                    logger.warning("not registered: \(why); running unregistered and retrying in the background")
+                }
+            case .registered, .pending:
+                break
+            }
+            registration = client
+        }
         do {
             try await supervisor.start()
         } catch {
+            await registration?.finish(ShimOutcome(exitCode: 1, state: .shutoff, reason: "failed", message: ""))
             await supervisor.cleanUp()
             return fail(error)
         }
@@ -117,6 +142,7 @@ public enum ShimRunner {
 
         let outcome = await supervisor.waitForEnd()
         signalTask.cancel()
+        await registration?.finish(outcome)
         // Let in-flight control calls (e.g. the Shutdown that ended the VM) answer.
         for server in servers { server.stop() }
         _ = try? await withThrowingTimeout(.seconds(5), "stopping the control API") { await serving.value }

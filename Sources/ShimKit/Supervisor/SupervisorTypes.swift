@@ -21,12 +21,15 @@ public struct ShimConfiguration: Sendable {
     public var socketGroup: UInt32?
     /// QEMU's user and group (`--qemu-user`, `--qemu-group`); nil: the shim's.
     public var qemuCredentials: ProcessCredentials?
+    /// Where to register the domain; nil: nowhere (`--registrar none`).
+    public var registrar: RegistrarTarget?
 
     public init(
         xmlPath: String, runDirectory: RunDirectory, logDirectory: String, startPaused: Bool = false,
         shutdownTimeout: Duration = .seconds(60), qmpTimeout: Duration = .seconds(30), destroyGrace: Duration = .seconds(10),
         version: String = VMShimVersion.current, saveDirectory: String? = nil, forceBoot: Bool = false,
-        bypassCacheOnRestore: Bool = false, socketGroup: UInt32? = nil, qemuCredentials: ProcessCredentials? = nil
+        bypassCacheOnRestore: Bool = false, socketGroup: UInt32? = nil, qemuCredentials: ProcessCredentials? = nil,
+        registrar: RegistrarTarget? = nil
     ) {
         self.xmlPath = xmlPath
         self.runDirectory = runDirectory
@@ -41,6 +44,7 @@ public struct ShimConfiguration: Sendable {
         self.bypassCacheOnRestore = bypassCacheOnRestore
         self.socketGroup = socketGroup
         self.qemuCredentials = qemuCredentials
+        self.registrar = registrar
     }
 
     public var logFile: String { "\(logDirectory)/\(runDirectory.name).log" }
@@ -50,6 +54,28 @@ public enum VMShimVersion {
     public static let current = "0.2.0"
     /// API packages the control socket serves.
     public static let controlAPIs = ["vmshim.control.v1"]
+}
+
+/// The registrar a shim registers with (`vmshim run --registrar`).
+public struct RegistrarTarget: Sendable, Equatable {
+    public var socketPath: String
+    /// Named on the command line: its absence is worth a warning, while the
+    /// default path is only used when a registrar runs.
+    public var explicit: Bool
+
+    public init(socketPath: String, explicit: Bool) {
+        self.socketPath = socketPath
+        self.explicit = explicit
+    }
+
+    /// `--registrar PATH|none`; without it `<run root>/registrar.sock`.
+    public static func resolve(_ option: String?, runRoot: String) -> RegistrarTarget? {
+        switch option {
+        case "none": return nil
+        case let path?: return RegistrarTarget(socketPath: path, explicit: true)
+        case nil: return RegistrarTarget(socketPath: runRoot + "/registrar.sock", explicit: false)
+        }
+    }
 }
 
 /// What a managed save wrote.
@@ -71,6 +97,27 @@ public struct VMEvent: Sendable {
     public var sequence: UInt64
     public var timestampMicros: Int64
     public var kind: Kind
+}
+
+/// The facts a registration reports (registrar.proto's identity and status).
+public struct RegistrationFacts: Sendable {
+    public var name: String
+    public var uuid: String
+    public var state: VMState
+    public var reason: String
+    public var qemuPID: Int32
+    public var qemuStartTime: UInt64
+    public var startedAt: Int64
+    public var reattached: Bool
+    public var vcpusMax: Int
+    public var vcpus: Int
+    public var memoryKiB: UInt64
+    public var maxMemoryKiB: UInt64
+    public var qemuVersion: String
+    public var qemuBinary: String
+    public var logFile: String
+    public var cgroup: String
+    public var disks: [(target: String, alias: String, source: String)]
 }
 
 /// A point-in-time view of the VM (GetState, `vmshim status`).

@@ -99,6 +99,27 @@ public actor VMSupervisor {
             reattached: reattached, liveXML: liveXML(), qemuVersion: qemuVersion, qemuBinary: spec.emulator)
     }
 
+    /// What registration with the registrar reports (no live XML: cheap).
+    public var registrationFacts: RegistrationFacts {
+        RegistrationFacts(
+            name: spec.name, uuid: spec.uuid.description, state: state, reason: reason,
+            // While reattaching, the QEMU found in the run directory.
+            qemuPID: (qemuIdentity ?? reattachCandidate?.qemu)?.pid ?? 0,
+            qemuStartTime: (qemuIdentity ?? reattachCandidate?.qemu)?.startTime ?? 0, startedAt: startedAt,
+            reattached: reattached || reattachCandidate != nil, vcpusMax: spec.vcpus.maximum, vcpus: spec.vcpus.current,
+            memoryKiB: spec.memory.currentKiB, maxMemoryKiB: spec.memory.maximumKiB, qemuVersion: qemuVersion,
+            qemuBinary: spec.emulator, logFile: config.logFile, cgroup: cgroup?.directories.first ?? "",
+            disks: spec.devices.disks.map { (target: $0.targetDev, alias: $0.alias, source: $0.source ?? "") })
+    }
+
+    /// A query-* command for accounting; never waits for the operation lock.
+    public func query(_ command: String, _ arguments: JSONObject? = nil) async throws -> JSONValue {
+        guard command.hasPrefix("query-") else {
+            throw ShimError(.invalidArgument, "'\(command)' is not a query; accounting runs query-* commands only")
+        }
+        return try await monitor().execute(command, arguments)
+    }
+
     public func subscribe() -> AsyncStream<VMEvent> { eventHub.subscribe() }
 
     /// Subscribes and returns where the VM is now, in one actor turn: the

@@ -14,7 +14,7 @@ public struct SystemError: Error, Sendable, CustomStringConvertible, Equatable {
 
 extension ShimError {
     /// A host call failed: `what` says what was attempted, e.g. "bind /run/vmshim/vm1/qmp.sock".
-    static func system(_ what: String, errno: Int32 = Glibc.errno) -> ShimError {
+    public static func system(_ what: String, errno: Int32 = Glibc.errno) -> ShimError {
         let error = SystemError(errno)
         return ShimError(.system, "\(what): \(error)", cause: error)
     }

@@ -1,0 +1,172 @@
+import ArgumentParser
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import ShimKit
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vmshim-registrar`: the host's one central daemon. It aggregates the
+/// state and accounting of every shim and never owns a VM (docs/registrar.md).
+@main
+struct RegistrarCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmshim-registrar",
+        abstract: "Aggregates the state and resource accounting of every vmshim on the host.",
+        discussion: "Shims register over the socket; `vmshim list` and gRPC clients query it. See docs/registrar.md.",
+        version: RegistrarVersion.current)
+
+    @Option(help: ArgumentHelp("The unix socket to serve.", valueName: "path"))
+    var socket = RunDirectory.defaultRoot + "/registrar.sock"
+
+    @Option(help: ArgumentHelp("Where the per-shim records live.", valueName: "dir"))
+    var stateDir = "/var/lib/vmshim/registrar"
+
+    @Option(name: .customLong("run-root"), help: ArgumentHelp("A run root to scan for shims (repeatable; default: the socket's directory).", valueName: "dir"))
+    var runRoots: [String] = []
+
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDRESS:PORT/metrics.", valueName: "address:port"))
+    var metricsListen: String?
+
+    @Option(help: ArgumentHelp("Seconds a known shim gets to re-register after a restart before its domain is shown unreachable.", valueName: "seconds"))
+    var grace: Double = 10
+
+    @Option(help: ArgumentHelp("Seconds between a shim's resource updates.", valueName: "seconds"))
+    var resourceInterval: UInt32 = 10
+
+    @Option(help: ArgumentHelp("Group (name or number) allowed on the socket besides root and this user; the socket is then 0660.", valueName: "group"))
+    var socketGroup: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard grace > 0 else { throw ValidationError("--grace must be positive") }
+        guard resourceInterval > 0 else { throw ValidationError("--resource-interval must be positive") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let logger = Logger(label: "vmshim-registrar") { ShimLogHandler(label: $0, level: level) }
+        do {
+            try await serve(logger: logger)
+        } catch let error as ShimError {
+            logger.error("\(error.message)")
+            throw ExitCode(1)
+        }
+    }
+
+    func serve(logger: Logger) async throws {
+        let group = try socketGroup.map(Self.groupID)
+        if UnixSocket.isListening(path: socket) {
+            throw ShimError(
+                .alreadyExists,
+                "another registrar serves \(socket); stop it first (one registrar per host), or give this one its own --socket")
+        }
+        let roots = runRoots.isEmpty ? [FileIO.parentDirectory(of: socket)] : runRoots
+        let store: RecordStore
+        do {
+            store = try RecordStore(stateDirectory: stateDir)
+        } catch {
+            throw ShimError(.system, "cannot use the state directory \(stateDir): \((error as? ShimError)?.message ?? "\(error)")")
+        }
+        let registry = Registry(
+            store: store,
+            settings: .init(grace: .milliseconds(Int64(grace * 1000)), resourceIntervalSeconds: resourceInterval),
+            logger: logger)
+        await registry.restore(store.loadAll())
+        await registry.adopt(RunDirectoryScan.scan(roots: roots))
+
+        try FileIO.makeDirectories(FileIO.parentDirectory(of: socket), mode: 0o755)
+        // A thousand shims reconnect at once after a restart: a deep backlog.
+        let fd = try UnixSocket.listen(path: socket, mode: group == nil ? 0o600 : 0o660, backlog: 4096)
+        if let group, chown(socket, getuid(), group) != 0 {
+            let error = ShimError.system("cannot give \(socket) to group \(group)")
+            close(fd)
+            unlink(socket)
+            throw error
+        }
+        let path = socket
+        let policy = PeerPolicy(allowedGroup: group)
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            PeerAccess.guardStream(stream, policy: policy, socket: path, stampPeer: true)
+        }
+        // A shim that hangs without closing its socket is found by pings.
+        config.connection.keepalive.time = .seconds(10)
+        config.connection.keepalive.timeout = .seconds(5)
+        config.connection.keepalive.clientBehavior.allowWithoutCalls = true
+        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+        let transport = HTTP2ServerTransport.Posix(
+            listeningSocketDescriptor: Int(fd), transportSecurity: .plaintext, config: config,
+            eventLoopGroup: EventLoops.shared)
+        let startedAt = Int64(time(nil))
+        let server = GRPCServer(transport: transport, services: [RegistrarService(registry: registry, startedAt: startedAt)])
+
+        var services: [any Service] = [
+            TaskService(name: "grpc") { try await server.serve() },
+            TaskService(name: "liveness") {
+                // Disconnects are seen at once; this turns waiting domains
+                // unreachable after the grace period and notices dead QEMUs.
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .milliseconds(250))
+                    await registry.sweep()
+                }
+            },
+            TaskService(name: "scan") {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: .seconds(10))
+                    let found = try await NIOThreadPool.singleton.runIfActive { RunDirectoryScan.scan(roots: roots) }
+                    await registry.adopt(found)
+                }
+            },
+        ]
+        if let metricsListen {
+            let metrics = try MetricsServer(listen: metricsListen) {
+                PrometheusText.render(await registry.allDomains, host: .current())
+            }
+            services.append(TaskService(name: "metrics") { try await metrics.run(group: EventLoops.shared) })
+            logger.info("metrics at http://\(metricsListen)/metrics")
+        }
+        logger.info(
+            "serving \(socket) (version \(RegistrarVersion.current), state \(stateDir), scanning \(roots.joined(separator: ", ")))")
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        defer { unlink(socket) }
+        try await serviceGroup.run()
+        await store.flush()
+        logger.info("stopped; the shims run on and register again with the next registrar")
+    }
+
+    static func groupID(_ text: String) throws -> UInt32 {
+        if let number = UInt32(text) { return number }
+        guard let entry = getgrnam(text) else {
+            throw ShimError(.invalidArgument, "--socket-group: no group named '\(text)' (see /etc/group)")
+        }
+        return entry.pointee.gr_gid
+    }
+}
+
+/// A long-running task as a ServiceLifecycle service; graceful shutdown
+/// cancels it (registrations are long-lived streams the shims re-open, so
+/// waiting for them to finish would never end).
+struct TaskService: Service {
+    let name: String
+    let body: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do {
+                try await body()
+            } catch is CancellationError {
+            }
+        }
+    }
+}

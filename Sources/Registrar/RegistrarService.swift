@@ -1,0 +1,129 @@
+import GRPCCore
+import ShimKit
+
+/// vmshim.registrar.v1.Registrar over the registry.
+struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
+    let registry: Registry
+    let startedAt: Int64
+
+    /// ShimErrors leave as RPC errors with their code (ShimError+RPC).
+    private func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as ShimError {
+            throw error.rpcError
+        }
+    }
+
+    func info(
+        request: ServerRequest<Vmshim_Registrar_V1_InfoRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Vmshim_Registrar_V1_InfoResponse> {
+        var response = Vmshim_Registrar_V1_InfoResponse()
+        response.registrarVersion = RegistrarVersion.current
+        response.apiVersions = RegistrarVersion.apis
+        response.recordVersion = Int32(RecordStore.version)
+        response.startedAtUnix = startedAt
+        return ServerResponse(message: response)
+    }
+
+    func register(
+        request: StreamingServerRequest<Vmshim_Registrar_V1_ShimMessage>, context: ServerContext
+    ) async throws -> StreamingServerResponse<RegistrarMessage> {
+        // Stamped by the transport from SO_PEERCRED (PeerAccess), never by the client.
+        let peerPID = request.metadata[stringValues: PeerAccess.peerPIDKey].first(where: { _ in true }).flatMap { Int32($0) } ?? 0
+        let registry = self.registry
+        return StreamingServerResponse { writer in
+            let session = await registry.newSession()
+            // One writer: the answer to the snapshot and host requests queue here.
+            let (outgoing, outbox) = AsyncStream.makeStream(of: RegistrarMessage.self)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await message in outgoing { try await writer.write(message) }
+                }
+                group.addTask {
+                    var uuid: String?
+                    defer { outbox.finish() }
+                    do {
+                        for try await message in request.messages {
+                            switch message.kind {
+                            case .snapshot(let snapshot):
+                                let answer = try await registry.register(
+                                    snapshot, session: session, peerPID: peerPID, requests: outbox)
+                                uuid = snapshot.identity.uuid.lowercased()
+                                outbox.yield(.with { $0.registered = answer })
+                            case .state(let update):
+                                guard let uuid else { throw Self.snapshotFirst }
+                                await registry.update(update, uuid: uuid, session: session)
+                            case .resources(let update):
+                                guard let uuid else { throw Self.snapshotFirst }
+                                await registry.resources(update.resources, uuid: uuid, session: session)
+                            case .result(let result):
+                                await registry.result(result)
+                            case nil:
+                                break
+                            }
+                        }
+                    } catch {
+                        if let uuid { await registry.disconnected(uuid: uuid, session: session) }
+                        if let shimError = error as? ShimError { throw shimError.rpcError }
+                        throw error
+                    }
+                    if let uuid { await registry.disconnected(uuid: uuid, session: session) }
+                }
+                try await group.waitForAll()
+            }
+            return [:]
+        }
+    }
+
+    static let snapshotFirst = ShimError(
+        .invalidArgument, "Register: the first message must be a Snapshot (registrar.proto)")
+
+    func listDomains(
+        request: ServerRequest<Vmshim_Registrar_V1_ListDomainsRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Vmshim_Registrar_V1_ListDomainsResponse> {
+        var response = Vmshim_Registrar_V1_ListDomainsResponse()
+        response.domains = await registry.list(request.message)
+        return ServerResponse(message: response)
+    }
+
+    func getDomain(
+        request: ServerRequest<Vmshim_Registrar_V1_GetDomainRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Domain> {
+        try await run {
+            let key = request.message.key
+            let found: Domain?
+            switch key {
+            case .uuid(let uuid): found = await registry.domain(uuid: uuid, name: nil)
+            case .name(let name): found = await registry.domain(uuid: nil, name: name)
+            case nil: throw ShimError(.invalidArgument, "GetDomain: give a uuid or a name")
+            }
+            guard let found else {
+                let what: String
+                switch key {
+                case .uuid(let uuid): what = "uuid \(uuid)"
+                case .name(let name): what = "name '\(name)'"
+                case nil: what = "that key"
+                }
+                throw ShimError(.notFound, "the registrar knows no domain with \(what) (see ListDomains)")
+            }
+            return ServerResponse(message: found)
+        }
+    }
+
+    func getHostAccounting(
+        request: ServerRequest<Vmshim_Registrar_V1_GetHostAccountingRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Vmshim_Registrar_V1_HostAccounting> {
+        ServerResponse(message: HostAccounting.compute(await registry.allDomains, host: .current()))
+    }
+
+    func watchEvents(
+        request: ServerRequest<Vmshim_Registrar_V1_WatchEventsRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<Vmshim_Registrar_V1_Event> {
+        let events = await registry.subscribe()
+        return StreamingServerResponse { writer in
+            for await event in events { try await writer.write(event) }
+            return [:]
+        }
+    }
+}

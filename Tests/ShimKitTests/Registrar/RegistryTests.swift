@@ -1,0 +1,157 @@
+import Foundation
+import Logging
+import Testing
+@testable import Registrar
+@testable import ShimKit
+
+/// The registry's rules without sockets: who may hold a UUID, what a
+/// restart restores, when a waiting domain turns unreachable or gone.
+struct RegistryTests {
+    static let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+
+    static func snapshot(uuid: String, name: String, shimPID: Int32, qemuPID: Int32 = 0, qemuStart: UInt64 = 0, epoch: UInt64 = 1)
+        -> Vmshim_Registrar_V1_Snapshot
+    {
+        var snapshot = Vmshim_Registrar_V1_Snapshot()
+        snapshot.epoch = epoch
+        snapshot.identity.uuid = uuid
+        snapshot.identity.name = name
+        snapshot.identity.shimPid = shimPID
+        snapshot.identity.vcpus = 2
+        snapshot.identity.memoryKib = 1024
+        snapshot.status.state = .running
+        snapshot.status.qemuPid = qemuPID
+        snapshot.status.qemuStartTime = qemuStart
+        return snapshot
+    }
+
+    static let uuid = "8f0a2b44-4a5e-4c55-9d0b-3f1a2b3c4d5e"
+
+    func box() -> AsyncStream<RegistrarMessage>.Continuation { AsyncStream.makeStream(of: RegistrarMessage.self).1 }
+
+    @Test func aSecondLiveShimIsRefusedAndTheSameShimMayReRegister() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        let me = getpid()  // a live process stands in for the holding shim
+        let first = await registry.newSession()
+        _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me), session: first, peerPID: me, requests: box())
+        let second = await registry.newSession()
+        await #expect(throws: ShimError.self) {
+            _ = try await registry.register(
+                Self.snapshot(uuid: Self.uuid.uppercased(), name: "a", shimPID: 1), session: second, peerPID: 1, requests: box())
+        }
+        // The same shim (same peer) reconnecting with a newer epoch replaces its stale stream.
+        _ = try await registry.register(
+            Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me, epoch: 2), session: second, peerPID: me, requests: box())
+        let domains = await registry.list(.init())
+        #expect(domains.count == 1 && domains[0].epoch == 2)
+        // An older epoch from the same shim is refused.
+        let third = await registry.newSession()
+        await #expect(throws: ShimError.self) {
+            _ = try await registry.register(
+                Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me, epoch: 1), session: third, peerPID: me, requests: box())
+        }
+    }
+
+    @Test func aDeadHolderDoesNotBlockItsSuccessor() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        let session = await registry.newSession()
+        // pid 2^22+1 exceeds pid_max's default ceiling: never alive.
+        let dead: Int32 = 4_194_305
+        _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: dead), session: session, peerPID: dead, requests: box())
+        let next = await registry.newSession()
+        _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: 7), session: next, peerPID: 7, requests: box())
+        #expect(await registry.list(.init()).first?.identity.shimPid == 7)
+    }
+
+    @Test func invalidSnapshotsNameTheField() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        do {
+            _ = try await registry.register(Self.snapshot(uuid: "nope", name: "a", shimPID: 1), session: 1, peerPID: 1, requests: box())
+            Issue.record("a bad UUID was accepted")
+        } catch let error as ShimError {
+            #expect(error.code == .invalidArgument && error.message.contains("snapshot.identity.uuid"))
+        }
+    }
+
+    @Test func restoredDomainsWaitForTheGraceThenTurnUnreachableOrGone() async throws {
+        let registry = Registry(store: nil, settings: .init(grace: .milliseconds(100)), logger: Self.logger)
+        let me = ProcessIdentity.of(pid: getpid())
+        var alive = Self.snapshot(uuid: Self.uuid, name: "alive", shimPID: 1, qemuPID: getpid(), qemuStart: me?.startTime ?? 0)
+        alive.status.state = .paused
+        let deadUUID = "00000000-0000-4000-8000-000000000001"
+        let dead = Self.snapshot(uuid: deadUUID, name: "dead", shimPID: 1, qemuPID: getpid(), qemuStart: 1)  // wrong start time: pid reused
+        func record(_ snapshot: Vmshim_Registrar_V1_Snapshot) -> RecordStore.Record {
+            var domain = Domain()
+            domain.identity = snapshot.identity
+            domain.status = snapshot.status
+            return RecordStore.Record(domain: domain, bootID: ProcFS.bootID, sameNamespace: true)
+        }
+        var oldBoot = record(Self.snapshot(uuid: "00000000-0000-4000-8000-000000000002", name: "old", shimPID: 1))
+        oldBoot.bootID = "another-boot"
+        await registry.restore([record(alive), record(dead), oldBoot])
+        let restored = await registry.list(.init())
+        #expect(restored.map(\.identity.name) == ["alive", "dead"], "a record from an earlier boot is dropped")
+        #expect(restored.allSatisfy { $0.source == "record" && !$0.connected })
+        await registry.sweep()
+        let swept = await registry.list(.init())
+        #expect(swept.first { $0.identity.name == "dead" }?.status.state == .crashed, "a QEMU that is gone is gone at once")
+        #expect(swept.first { $0.identity.name == "alive" }?.status.state == .paused, "still within the grace")
+        try await Task.sleep(for: .milliseconds(150))
+        await registry.sweep()
+        #expect(await registry.list(.init()).first { $0.identity.name == "alive" }?.status.state == .unreachable)
+    }
+
+    @Test func listFiltersByStateAndName() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        for index in 0..<3 {
+            var snapshot = Self.snapshot(uuid: "00000000-0000-4000-8000-00000000000\(index)", name: "vm-\(index)", shimPID: Int32(100 + index))
+            snapshot.status.state = index == 0 ? .paused : .running
+            snapshot.resources.qemuRssKib = 5
+            _ = try await registry.register(snapshot, session: UInt64(index + 1), peerPID: 0, requests: box())
+        }
+        var request = Vmshim_Registrar_V1_ListDomainsRequest()
+        request.states = [.running]
+        #expect(await registry.list(request).map(\.identity.name) == ["vm-1", "vm-2"])
+        request.nameContains = "-2"
+        request.withoutResources = true
+        let filtered = await registry.list(request)
+        #expect(filtered.map(\.identity.name) == ["vm-2"] && !filtered[0].hasResources)
+        let accounting = HostAccounting.compute(await registry.allDomains, host: .init(cpus: 2, memoryTotalKiB: 2048))
+        #expect(accounting.committedVcpus == 6 && accounting.vcpuOvercommit == 3 && accounting.memoryOvercommit == 1.5)
+    }
+
+    @Test func recordsRoundTripAndRefuseOtherVersions() throws {
+        var domain = Domain()
+        domain.identity.uuid = Self.uuid
+        domain.identity.name = "a\"b"
+        domain.status.qemuPid = 42
+        domain.resources.qemuRssKib = 9
+        let text = RecordStore.encode(.init(domain: domain, bootID: "b", sameNamespace: true))
+        let back = try RecordStore.decode(text, file: "x.json")
+        #expect(back.domain.identity.name == "a\"b" && back.domain.status.qemuPid == 42 && back.bootID == "b" && back.sameNamespace)
+        #expect(back.domain.resources.qemuRssKib == 0, "figures are not durable state")
+        #expect(throws: ShimError.self) { try RecordStore.decode(text.replacingOccurrences(of: "\"recordVersion\":1", with: "\"recordVersion\":9"), file: "x.json") }
+        #expect(throws: ShimError.self) { try RecordStore.decode("{", file: "x.json") }
+    }
+
+    @Test func prometheusTextUsesBaseUnitsAndEscapesLabels() {
+        var domain = Domain()
+        domain.identity.uuid = Self.uuid
+        domain.identity.name = "we\"ird\\name"
+        domain.identity.memoryKib = 2
+        domain.status.state = .running
+        domain.resources.qemuCpuTimeMicros = 1_500_000
+        var disk = Vmshim_Registrar_V1_DiskAccounting()
+        disk.target = "vda"
+        disk.readBytes = 7
+        domain.resources.disks = [disk]
+        let text = PrometheusText.render([domain], host: .init(cpus: 4, memoryTotalKiB: 8))
+        let labels = "{name=\"we\\\"ird\\\\name\",uuid=\"\(Self.uuid)\"}"
+        #expect(text.contains("vmshim_domain_memory_bytes\(labels) 2048\n"))
+        #expect(text.contains("vmshim_domain_cpu_seconds_total\(labels) 1.5\n"))
+        #expect(text.contains("vmshim_domain_disk_read_bytes_total{name=\"we\\\"ird\\\\name\",uuid=\"\(Self.uuid)\",target=\"vda\"} 7\n"))
+        #expect(text.contains("# TYPE vmshim_domain_cpu_seconds_total counter\n"))
+        #expect(text.contains("vmshim_host_memory_bytes 8192\n"))
+        #expect(text.contains("vmshim_registrar_domains{state=\"running\"} 1\n"))
+    }
+}
