@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "vmshim", targets: ["vmshim"]),
         .executable(name: "vmshim-registrar", targets: ["Registrar"]),
+        .executable(name: "vmshim-registrar-load", targets: ["RegistrarLoad"]),
         .library(name: "ShimKit", targets: ["ShimKit"]),
     ],
     dependencies: [
@@ -69,9 +70,21 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             exclude: ["README.md"]
+        ),
+        // bench/registrar.py's load generator: simulated shims speaking the
+        // real Register protocol, with the shim's reconnect backoff.
+        .executableTarget(
+            name: "RegistrarLoad",
+            dependencies: [
+                "ShimKit",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+            ]
         ),
         .testTarget(
             name: "ShimKitTests",

@@ -214,3 +214,7 @@ ssize_t cshim_send_fd(int sock, const void *buf, size_t len, int fd) {
 int cshim_o_direct(void) { return O_DIRECT; }
 int cshim_set_pipe_size(int fd, int size) { return fcntl(fd, F_SETPIPE_SZ, size); }
 int cshim_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+#include <malloc.h>
+
+int cshim_malloc_trim(void) { return malloc_trim(0); }

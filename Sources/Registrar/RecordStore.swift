@@ -18,6 +18,19 @@ final class RecordStore: Sendable {
         var domain: Domain
         var bootID: String
         var sameNamespace: Bool
+
+        /// The part of a domain a record keeps: who the shim is and where
+        /// its QEMU was, not figures or connection details.
+        struct Content: Equatable, Sendable {
+            var identity: Vmshim_Registrar_V1_DomainIdentity
+            var status: Vmshim_Registrar_V1_DomainStatus
+            var shimHostPID: Int32
+            var sameNamespace: Bool
+        }
+
+        var durableContent: Content {
+            Content(identity: domain.identity, status: domain.status, shimHostPID: domain.shimHostPid, sameNamespace: sameNamespace)
+        }
     }
 
     let directory: String
@@ -116,9 +129,10 @@ final class RecordStore: Sendable {
     }
 
     static func encode(_ record: Record) -> String {
-        var domain = record.domain
-        domain.clearResources()
-        domain.connected = false
+        var domain = Domain()
+        domain.identity = record.domain.identity
+        domain.status = record.domain.status
+        domain.shimHostPid = record.domain.shimHostPid
         let domainJSON = (try? domain.jsonString()) ?? "{}"
         var object: JSONObject = [
             "recordVersion": .int(Int64(version)), "bootId": .string(record.bootID),

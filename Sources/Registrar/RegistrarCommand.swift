@@ -106,16 +106,32 @@ struct RegistrarCommand: AsyncParsableCommand {
             listeningSocketDescriptor: Int(fd), transportSecurity: .plaintext, config: config,
             eventLoopGroup: EventLoops.shared)
         let startedAt = Int64(time(nil))
-        let server = GRPCServer(transport: transport, services: [RegistrarService(registry: registry, startedAt: startedAt)])
+        let server = GRPCServer(
+            transport: transport,
+            services: [RegistrarService(registry: registry, startedAt: startedAt), CachedListDomainsService(registry: registry)])
 
         var services: [any Service] = [
-            TaskService(name: "grpc") { try await server.serve() },
+            TaskService(name: "grpc") {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await server.serve() }
+                    // The transport listens again with NIO's backlog of 128;
+                    // a thousand shims reconnect at once after a restart.
+                    _ = try await server.listeningAddress
+                    Glibc.listen(fd, 4096)
+                    try await group.waitForAll()
+                }
+            },
             TaskService(name: "liveness") {
                 // Disconnects are seen at once; this turns waiting domains
                 // unreachable after the grace period and notices dead QEMUs.
+                var ticks = 0
                 while !Task.isCancelled {
                     try await Task.sleep(for: .milliseconds(250))
                     await registry.sweep()
+                    ticks += 1
+                    // A burst of registrations (a restart with a thousand
+                    // shims) leaves freed heap that glibc keeps; hand it back.
+                    if ticks % 8 == 0 { Heap.trim() }
                 }
             },
             TaskService(name: "scan") {

@@ -1,5 +1,6 @@
 import Logging
 import ShimKit
+import SwiftProtobuf
 
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +22,16 @@ typealias RegistrarEvent = Vmshim_Registrar_V1_Event
 /// while their shims reconnect, and only then turn unreachable.
 actor Registry {
     struct Entry {
-        var domain: Domain
+        var domain: Domain {
+            didSet {
+                name = domain.identity.name
+                encoded = nil
+            }
+        }
+        /// The domain's wire encoding, for ListDomains; nil after a change.
+        var encoded: [UInt8]?
+        /// The domain's name, kept apart for sorting and filtering.
+        private(set) var name: String
         /// The Register stream that holds the domain, while connected.
         var session: UInt64?
         var requests: AsyncStream<RegistrarMessage>.Continuation?
@@ -32,6 +42,21 @@ actor Registry {
         /// Whether the shim shares the registrar's pid namespace, so the
         /// registrar can check QEMU's pid itself.
         var sameNamespace: Bool
+        /// What the durable record holds now (nil: nothing written yet).
+        var persisted: RecordStore.Record.Content?
+
+        init(
+            domain: Domain, session: UInt64?, requests: AsyncStream<RegistrarMessage>.Continuation?,
+            waitingSince: ContinuousClock.Instant?, endedAt: ContinuousClock.Instant?, sameNamespace: Bool
+        ) {
+            self.domain = domain
+            self.name = domain.identity.name
+            self.session = session
+            self.requests = requests
+            self.waitingSince = waitingSince
+            self.endedAt = endedAt
+            self.sameNamespace = sameNamespace
+        }
     }
 
     struct Settings {
@@ -105,9 +130,11 @@ actor Registry {
         domain.source = "registered"
         domain.shimHostPid = peerPID
         let previous = entries[uuid]
-        entries[uuid] = Entry(
+        var entry = Entry(
             domain: domain, session: session, requests: requests, waitingSince: nil, endedAt: nil,
             sameNamespace: sameNamespace)
+        entry.persisted = previous?.persisted
+        entries[uuid] = entry
         persist(uuid)
         let again = previous.map { $0.domain.source != "registered" || !$0.domain.connected } ?? false
         logger.info(
@@ -210,9 +237,11 @@ actor Registry {
             var domain = record.domain
             domain.connected = false
             domain.source = "record"
-            entries[domain.identity.uuid] = Entry(
+            var entry = Entry(
                 domain: domain, session: nil, requests: nil, waitingSince: .now, endedAt: nil,
                 sameNamespace: record.sameNamespace)
+            entry.persisted = record.durableContent
+            entries[domain.identity.uuid] = entry
         }
         if !records.isEmpty { logger.info("restored \(records.count) domain record(s); waiting for their shims") }
     }
@@ -282,28 +311,57 @@ actor Registry {
 
     func list(_ request: Vmshim_Registrar_V1_ListDomainsRequest) -> [Domain] {
         let states = Set(request.states)
-        var result: [Domain] = []
-        result.reserveCapacity(entries.count)
+        // Sorted by a plain name key: reading `domain.identity` in the
+        // comparator would copy the whole identity message each time.
+        var selected: [(name: String, domain: Domain)] = []
+        selected.reserveCapacity(entries.count)
         for entry in entries.values {
-            let domain = entry.domain
-            if !states.isEmpty, !states.contains(domain.status.state) { continue }
-            if !request.nameContains.isEmpty, !domain.identity.name.contains(request.nameContains) { continue }
-            if request.withoutResources {
-                var bare = domain
-                bare.clearResources()
-                result.append(bare)
-            } else {
-                result.append(domain)
+            if !states.isEmpty, !states.contains(entry.domain.status.state) { continue }
+            if !request.nameContains.isEmpty, !entry.name.contains(request.nameContains) { continue }
+            selected.append((entry.name, entry.domain))
+        }
+        selected.sort { $0.name < $1.name }
+        guard request.withoutResources else { return selected.map(\.domain) }
+        return selected.map { item in
+            var bare = item.domain
+            bare.clearResources()
+            return bare
+        }
+    }
+
+    /// ListDomains from cached encodings (CachedListDomainsService).
+    func encodedList(_ request: Vmshim_Registrar_V1_ListDomainsRequest) throws -> EncodedDomainList {
+        guard !request.withoutResources else {
+            return EncodedDomainList(domains: try list(request).map { try $0.serializedBytes() })
+        }
+        let states = Set(request.states)
+        var selected: [(name: String, uuid: String)] = []
+        selected.reserveCapacity(entries.count)
+        for (uuid, entry) in entries {
+            if !states.isEmpty, !states.contains(entry.domain.status.state) { continue }
+            if !request.nameContains.isEmpty, !entry.name.contains(request.nameContains) { continue }
+            selected.append((entry.name, uuid))
+        }
+        selected.sort { $0.name < $1.name }
+        var result: [[UInt8]] = []
+        result.reserveCapacity(selected.count)
+        for item in selected {
+            if let cached = entries[item.uuid]?.encoded {
+                result.append(cached)
+            } else if let domain = entries[item.uuid]?.domain {
+                let bytes: [UInt8] = try domain.serializedBytes()
+                entries[item.uuid]?.encoded = bytes
+                result.append(bytes)
             }
         }
-        return result.sorted { $0.identity.name < $1.identity.name }
+        return EncodedDomainList(domains: result)
     }
 
     func domain(uuid: String?, name: String?) -> Domain? {
         if let uuid { return entries[uuid.lowercased()]?.domain }
         guard let name else { return nil }
         // A name can be reused once a domain ended: the live one wins.
-        let matches = entries.values.filter { $0.domain.identity.name == name }
+        let matches = entries.values.filter { $0.name == name }
         return (matches.first { $0.endedAt == nil } ?? matches.first)?.domain
     }
 
@@ -313,9 +371,16 @@ actor Registry {
 
     // MARK: - Internals
 
+    /// Queues the domain's record when what it holds changed: a shim
+    /// re-registering after a restart rewrites nothing.
     private func persist(_ uuid: String) {
-        guard let store, let entry = entries[uuid], entry.endedAt == nil else { return }
-        store.save(RecordStore.Record(domain: entry.domain, bootID: bootID, sameNamespace: entry.sameNamespace))
+        guard let store, var entry = entries[uuid], entry.endedAt == nil else { return }
+        let record = RecordStore.Record(domain: entry.domain, bootID: bootID, sameNamespace: entry.sameNamespace)
+        let content = record.durableContent
+        guard entry.persisted != content else { return }
+        entry.persisted = content
+        entries[uuid] = entry
+        store.save(record)
     }
 
     private func publish(_ kind: RegistrarEvent.Kind, _ domain: Domain) {

@@ -177,7 +177,7 @@ public final class RegistrationClient: Sendable {
 
     /// 100 ms doubling up to 1 s, each scaled by a random 50–100 % so a
     /// thousand shims do not reconnect in lockstep after a registrar restart.
-    static func backoff(failures: Int) -> Duration {
+    public static func backoff(failures: Int) -> Duration {
         let base = min(1000, 100 << min(max(failures - 1, 0), 4))
         return .milliseconds(Int.random(in: base / 2...base))
     }

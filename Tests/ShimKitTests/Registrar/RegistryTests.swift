@@ -120,6 +120,29 @@ struct RegistryTests {
         #expect(accounting.committedVcpus == 6 && accounting.vcpuOvercommit == 3 && accounting.memoryOvercommit == 1.5)
     }
 
+    @Test func cachedListEncodingIsTheProtobufEncoding() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        for index in 0..<40 {
+            var snapshot = Self.snapshot(uuid: "00000000-0000-4000-8000-0000000000\(10 + index)", name: "vm-\(index)", shimPID: 1)
+            // Long enough for multi-byte length prefixes.
+            snapshot.identity.runDirectory = String(repeating: "r", count: index * 10)
+            _ = try await registry.register(snapshot, session: UInt64(index + 1), peerPID: 0, requests: box())
+        }
+        let request = Vmshim_Registrar_V1_ListDomainsRequest()
+        for _ in 0..<2 {  // the second round comes from the cache
+            let bytes: [UInt8] = try EncodedDomainListSerializer().serialize(try await registry.encodedList(request))
+            let decoded = try Vmshim_Registrar_V1_ListDomainsResponse(serializedBytes: bytes)
+            #expect(decoded.domains == (await registry.list(request)))
+        }
+        // A change invalidates the cached encoding.
+        var update = Vmshim_Registrar_V1_StateUpdate()
+        update.status.state = .paused
+        await registry.update(update, uuid: "00000000-0000-4000-8000-000000000010", session: 1)
+        let bytes: [UInt8] = try EncodedDomainListSerializer().serialize(try await registry.encodedList(request))
+        let decoded = try Vmshim_Registrar_V1_ListDomainsResponse(serializedBytes: bytes)
+        #expect(decoded.domains.first { $0.identity.name == "vm-0" }?.status.state == .paused)
+    }
+
     @Test func recordsRoundTripAndRefuseOtherVersions() throws {
         var domain = Domain()
         domain.identity.uuid = Self.uuid
