@@ -91,6 +91,7 @@ def summarize(values):
         "n": len(values),
         "median": statistics.median(values),
         "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
         "mean": statistics.fmean(values),
         "min": min(values),
         "max": max(values),

@@ -7,6 +7,7 @@ packages=(
   libxml2-dev libxml2-utils pkg-config # domain XML parsing (libxml2 via pkg-config)
   libcap-dev                          # clearing QEMU's capabilities (libcap)
   libvirt-daemon-system libvirt-clients # libvirt's RelaxNG schema for 'vmshim validate', the bench reference
+  python3-libvirt                     # bench/registrar.py's libvirt reference (virConnectListAllDomains)
   busybox-static cpio                 # the test guest's initramfs
   python3 python3-venv                # the Python gRPC client test (grpcio from PyPI in a venv)
   protobuf-compiler                   # scripts/gen-protos.sh

@@ -7,5 +7,7 @@
 # private memory (bench/README.md has the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product vmshim --static-swift-stdlib -Xlinker -no-pie "$@"
+for product in vmshim vmshim-registrar vmshim-registrar-load; do
+  swift build -c release --product "$product" --static-swift-stdlib -Xlinker -no-pie "$@"
+done
 echo "$(swift build -c release --show-bin-path)/vmshim"

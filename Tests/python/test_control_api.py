@@ -29,20 +29,22 @@ GUEST = os.environ.get("VMSHIM_TEST_GUEST", "/var/lib/vmshim/images/tiny")
 MARKER = "VMSHIM-GUEST-READY"
 
 
-def generate_stubs(out_dir):
+def generate_stubs(out_dir, api="control"):
+    """Python modules for proto/vmshim/<api>/v1/<api>.proto (control, registrar)."""
     os.makedirs(out_dir, exist_ok=True)
     proto_root = os.path.join(REPO, "proto")
-    proto = os.path.join(proto_root, "vmshim", "control", "v1", "control.proto")
+    proto = os.path.join(proto_root, "vmshim", api, "v1", f"{api}.proto")
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     rc = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", f"--python_out={out_dir}",
                       f"--grpc_python_out={out_dir}", proto])
     if rc != 0:
         raise RuntimeError(f"protoc failed for {proto}")
-    for package in ("vmshim", "vmshim/control", "vmshim/control/v1"):
-        open(os.path.join(out_dir, package, "__init__.py"), "a").close()
-    sys.path.insert(0, out_dir)
-    pb2 = importlib.import_module("vmshim.control.v1.control_pb2")
-    pb2_grpc = importlib.import_module("vmshim.control.v1.control_pb2_grpc")
+    # No __init__.py: as namespace packages, vmshim.control and
+    # vmshim.registrar generated into different directories both import.
+    if out_dir not in sys.path:
+        sys.path.insert(0, out_dir)
+    pb2 = importlib.import_module(f"vmshim.{api}.v1.{api}_pb2")
+    pb2_grpc = importlib.import_module(f"vmshim.{api}.v1.{api}_pb2_grpc")
     return pb2, pb2_grpc
 
 
