@@ -46,7 +46,7 @@ let package = Package(
             ],
             exclude: [
                 "README.md", "ControlAPI/README.md", "Domain/README.md", "Errors/README.md", "Host/README.md",
-                "Process/README.md", "QEMU/README.md", "QMP/README.md", "State/README.md", "Supervisor/README.md",
+                "Process/README.md", "QEMU/README.md", "QMP/README.md", "Registration/README.md", "State/README.md", "Supervisor/README.md",
                 "Support/README.md",
             ]
         ),

@@ -94,7 +94,13 @@ def run_libvirt(args, ctx):
     try:
         import libvirt  # python3-libvirt (scripts/apt-deps.sh)
     except ImportError:
-        raise bl.BenchError("python3-libvirt is missing: apt-get install python3-libvirt")
+        # Debian's module, from a python3 that is not Debian's (same version).
+        sys.path.append(f"/usr/lib/python3/dist-packages")
+        try:
+            import libvirt
+        except ImportError:
+            raise bl.BenchError("python3-libvirt is missing (apt-get install python3-libvirt), or this python3 "
+                                "cannot load it: run the benchmark with /usr/bin/python3")
     ok, why = bl.libvirt_reachable()
     if not ok:
         raise bl.BenchError(f"libvirt is not reachable ({why}); start virtlogd -d and libvirtd -d, "

@@ -8,8 +8,9 @@
 # static Swift stdlib, so the image needs no Swift runtime). The context of
 # each image is written to DIR/<image>/ (default containers/out); with no
 # engine present (as on CI) the script stops there, after checking that the
-# binary in the context runs. Only the vmshim launcher image exists so far:
-# the registrar image follows with vmshim-registrar.
+# binaries in the contexts run. Two images: the vmshim launcher (one VM per
+# pod) and vmshim-registrar (one per node); the registrar binary is taken
+# from beside vmshim.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 vmshim=
@@ -30,13 +31,22 @@ if [[ -z $vmshim ]]; then
 fi
 [[ -x $vmshim ]] || { echo "build-images: no executable vmshim at $vmshim" >&2; exit 1; }
 
-context=$out/vmshim
-rm -rf "$context"
-mkdir -p "$context"
-cp "$here/containers/Containerfile.vmshim" "$context/Containerfile"
-cp "$vmshim" "$context/vmshim"
-"$context/vmshim" --version >/dev/null || { echo "build-images: $context/vmshim does not run" >&2; exit 1; }
-echo "build-images: context for $tag in $context"
+registrar=$(dirname "$vmshim")/vmshim-registrar
+[[ -x $registrar ]] || { echo "build-images: no executable vmshim-registrar beside $vmshim" >&2; exit 1; }
+registrar_tag=${tag%%:*}-registrar:${tag##*:}
+
+# make_context IMAGE BINARY: the context directory holds the Containerfile and the binary.
+make_context() {
+  local context=$out/$1
+  rm -rf "$context"
+  mkdir -p "$context"
+  cp "$here/containers/Containerfile.$1" "$context/Containerfile"
+  cp "$2" "$context/$(basename "$2")"
+  "$context/$(basename "$2")" --version >/dev/null || { echo "build-images: $context/$(basename "$2") does not run" >&2; exit 1; }
+}
+make_context vmshim "$vmshim"
+make_context registrar "$registrar"
+echo "build-images: contexts for $tag in $out/vmshim and $registrar_tag in $out/registrar"
 $context_only && exit 0
 
 # An engine counts only if it works (a docker CLI without its daemon does not).
@@ -45,10 +55,14 @@ for candidate in podman buildah docker; do
   if command -v "$candidate" >/dev/null && "$candidate" info >/dev/null 2>&1; then engine=$candidate; break; fi
 done
 if [[ -z $engine ]]; then
-  echo "build-images: no working container engine here (podman, buildah or docker); build with: podman build -t $tag $context"
+  echo "build-images: no working container engine here (podman, buildah or docker); build with: podman build -t $tag $out/vmshim; podman build -t $registrar_tag $out/registrar"
   exit 0
 fi
-case $engine in
-  buildah) buildah bud -t "$tag" -f "$context/Containerfile" "$context" ;;
-  *) "$engine" build -t "$tag" -f "$context/Containerfile" "$context" ;;
-esac
+build() { # tag context
+  case $engine in
+    buildah) buildah bud -t "$1" -f "$2/Containerfile" "$2" ;;
+    *) "$engine" build -t "$1" -f "$2/Containerfile" "$2" ;;
+  esac
+}
+build "$tag" "$out/vmshim"
+build "$registrar_tag" "$out/registrar"

@@ -2,6 +2,7 @@ import ArgumentParser
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Logging
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import ShimKit
@@ -94,6 +95,13 @@ struct RegistrarCommand: AsyncParsableCommand {
         let path = socket
         let policy = PeerPolicy(allowedGroup: group)
         var config = HTTP2ServerTransport.Posix.Config.defaults
+        // A shim's connection reads a snapshot, then a few hundred bytes
+        // every few seconds: small pooled receive buffers, one per read
+        // cycle, instead of NIO's four of 2 KiB and up (a thousand shims).
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            channel.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65536))
+                .flatMap { channel.setOption(.maxMessagesPerRead, value: 1) }
+        }
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
             PeerAccess.guardStream(stream, policy: policy, socket: path, stampPeer: true)
         }

@@ -55,6 +55,17 @@ class Containers(unittest.TestCase):
             timeout = float(container["args"][container["args"].index("--shutdown-timeout") + 1])
             self.assertGreater(pod["spec"]["terminationGracePeriodSeconds"], timeout,
                                "the grace period must leave room for the guest's shutdown")
+        # The node's registrar serves the socket a pod's shim looks for by
+        # default (<run root>/registrar.sock), on the shared hostPath.
+        daemonsets = [d for d in documents if d["kind"] == "DaemonSet"]
+        self.assertEqual(len(daemonsets), 1)
+        spec = daemonsets[0]["spec"]["template"]["spec"]
+        registrar = spec["containers"][0]
+        socket_path = registrar["args"][registrar["args"].index("--socket") + 1]
+        self.assertEqual(socket_path, "/run/vmshim/registrar.sock")
+        run_volume = next(m["name"] for m in registrar["volumeMounts"] if m["mountPath"] == "/run/vmshim")
+        self.assertEqual(next(v for v in spec["volumes"] if v["name"] == run_volume)["hostPath"]["path"], "/run/vmshim")
+        self.assertTrue(spec.get("hostPID"), "the registrar checks QEMU pids in the node's pid namespace")
 
     def test_3_the_image_context_holds_a_binary_that_runs(self):
         with tempfile.TemporaryDirectory() as out:
@@ -63,9 +74,12 @@ class Containers(unittest.TestCase):
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
             context = os.path.join(out, "vmshim")
             self.assertTrue(os.path.exists(os.path.join(context, "Containerfile")))
-            version = subprocess.run([os.path.join(context, "vmshim"), "--version"], capture_output=True, text=True)
-            self.assertEqual(version.returncode, 0)
-            self.assertRegex(version.stdout.strip(), r"^\d+\.\d+\.\d+$")
+            for image, binary in (("vmshim", "vmshim"), ("registrar", "vmshim-registrar")):
+                context = os.path.join(out, image)
+                self.assertTrue(os.path.exists(os.path.join(context, "Containerfile")), image)
+                version = subprocess.run([os.path.join(context, binary), "--version"], capture_output=True, text=True)
+                self.assertEqual(version.returncode, 0, image)
+                self.assertRegex(version.stdout.strip(), r"^\d+\.\d+\.\d+$")
 
 
 if __name__ == "__main__":
