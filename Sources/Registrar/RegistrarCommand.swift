@@ -84,51 +84,31 @@ struct RegistrarCommand: AsyncParsableCommand {
         await registry.adopt(RunDirectoryScan.scan(roots: roots))
 
         try FileIO.makeDirectories(FileIO.parentDirectory(of: socket), mode: 0o755)
-        // A thousand shims reconnect at once after a restart: a deep backlog.
-        let fd = try UnixSocket.listen(path: socket, mode: group == nil ? 0o600 : 0o660, backlog: 4096)
-        if let group, chown(socket, getuid(), group) != 0 {
-            let error = ShimError.system("cannot give \(socket) to group \(group)")
-            close(fd)
+        let startedAt = Int64(time(nil))
+        let main = try Self.server(
+            path: socket, group: group, readOnly: false, registry: registry, startedAt: startedAt)
+        let readOnly: (server: GRPCServer<HTTP2ServerTransport.Posix>, fd: Int32)
+        do {
+            readOnly = try Self.server(
+                path: readOnlySocket, group: nil, readOnly: true, registry: registry, startedAt: startedAt)
+        } catch {
+            close(main.fd)
             unlink(socket)
             throw error
         }
-        let path = socket
-        let policy = PeerPolicy(allowedGroup: group)
-        var config = HTTP2ServerTransport.Posix.Config.defaults
-        // A shim's connection reads a snapshot, then a few hundred bytes
-        // every few seconds: small pooled receive buffers, one per read
-        // cycle, instead of NIO's four of 2 KiB and up (a thousand shims).
-        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
-            channel.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65536))
-                .flatMap { channel.setOption(.maxMessagesPerRead, value: 1) }
-        }
-        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
-            PeerAccess.guardStream(stream, policy: policy, socket: path, stampPeer: true)
-        }
-        // A shim that hangs without closing its socket is found by pings.
-        config.connection.keepalive.time = .seconds(10)
-        config.connection.keepalive.timeout = .seconds(5)
-        config.connection.keepalive.clientBehavior.allowWithoutCalls = true
-        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
-        let transport = HTTP2ServerTransport.Posix(
-            listeningSocketDescriptor: Int(fd), transportSecurity: .plaintext, config: config,
-            eventLoopGroup: EventLoops.shared)
-        let startedAt = Int64(time(nil))
-        let server = GRPCServer(
-            transport: transport,
-            services: [RegistrarService(registry: registry, startedAt: startedAt), CachedListDomainsService(registry: registry)])
 
         var services: [any Service] = [
             TaskService(name: "grpc") {
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await server.serve() }
+                    group.addTask { try await main.server.serve() }
                     // The transport listens again with NIO's backlog of 128;
                     // a thousand shims reconnect at once after a restart.
-                    _ = try await server.listeningAddress
-                    Glibc.listen(fd, 4096)
+                    _ = try await main.server.listeningAddress
+                    Glibc.listen(main.fd, 4096)
                     try await group.waitForAll()
                 }
             },
+            TaskService(name: "grpc-read-only") { try await readOnly.server.serve() },
             TaskService(name: "liveness") {
                 // Disconnects are seen at once; this turns waiting domains
                 // unreachable after the grace period and notices dead QEMUs.
@@ -158,15 +138,67 @@ struct RegistrarCommand: AsyncParsableCommand {
             logger.info("metrics at http://\(metricsListen)/metrics")
         }
         logger.info(
-            "serving \(socket) (version \(RegistrarVersion.current), state \(stateDir), scanning \(roots.joined(separator: ", ")))")
+            "serving \(socket) and \(readOnlySocket) (read-only) (version \(RegistrarVersion.current), state \(stateDir), scanning \(roots.joined(separator: ", ")))")
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
-        defer { unlink(socket) }
+        defer {
+            unlink(socket)
+            unlink(readOnlySocket)
+        }
         try await serviceGroup.run()
         await store.flush()
         logger.info("stopped; the shims run on and register again with the next registrar")
+    }
+
+    /// The read-only socket beside the main one: `registrar.sock` → `registrar-ro.sock`.
+    var readOnlySocket: String {
+        (socket.hasSuffix(".sock") ? String(socket.dropLast(5)) : socket) + "-ro.sock"
+    }
+
+    /// A gRPC server on its own listening socket. The main socket (0600, or
+    /// 0660 with a group) admits root, this user and the group, checked with
+    /// SO_PEERCRED; the read-only one (0666) admits anyone to the queries,
+    /// like libvirt's libvirt-sock-ro, and refuses Register.
+    static func server(
+        path: String, group: UInt32?, readOnly: Bool, registry: Registry, startedAt: Int64
+    ) throws -> (server: GRPCServer<HTTP2ServerTransport.Posix>, fd: Int32) {
+        // A thousand shims reconnect at once after a restart: a deep backlog.
+        let fd = try UnixSocket.listen(path: path, mode: readOnly ? 0o666 : group == nil ? 0o600 : 0o660, backlog: 4096)
+        if let group, chown(path, getuid(), group) != 0 {
+            let error = ShimError.system("cannot give \(path) to group \(group)")
+            close(fd)
+            unlink(path)
+            throw error
+        }
+        let policy = readOnly ? PeerPolicy.anyone : PeerPolicy(allowedGroup: group)
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        // A shim's connection reads a snapshot, then a few hundred bytes
+        // every few seconds: small pooled receive buffers, one per read
+        // cycle, instead of NIO's four of 2 KiB and up (a thousand shims).
+        config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+            channel.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 256, initial: 512, maximum: 65536))
+                .flatMap { channel.setOption(.maxMessagesPerRead, value: 1) }
+        }
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            PeerAccess.guardStream(stream, policy: policy, socket: path, stampPeer: true)
+        }
+        // A shim that hangs without closing its socket is found by pings.
+        config.connection.keepalive.time = .seconds(10)
+        config.connection.keepalive.timeout = .seconds(5)
+        config.connection.keepalive.clientBehavior.allowWithoutCalls = true
+        config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+        let transport = HTTP2ServerTransport.Posix(
+            listeningSocketDescriptor: Int(fd), transportSecurity: .plaintext, config: config,
+            eventLoopGroup: EventLoops.shared)
+        let server = GRPCServer(
+            transport: transport,
+            services: [
+                RegistrarService(registry: registry, startedAt: startedAt, readOnlySocket: readOnly ? path : nil),
+                CachedListDomainsService(registry: registry),
+            ])
+        return (server, fd)
     }
 
     static func groupID(_ text: String) throws -> UInt32 {
@@ -189,7 +221,11 @@ struct TaskService: Service {
         try await cancelWhenGracefulShutdown {
             do {
                 try await body()
-            } catch is CancellationError {
+            } catch {
+                // Cancelled by the shutdown: however the body reports it
+                // (gRPC wraps it in a transport error), that is a clean stop.
+                if Task.isCancelled || error is CancellationError { return }
+                throw error
             }
         }
     }

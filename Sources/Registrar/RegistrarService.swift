@@ -6,6 +6,8 @@ import ShimKit
 struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
     let registry: Registry
     let startedAt: Int64
+    /// Set on the read-only socket: Register is refused there.
+    var readOnlySocket: String? = nil
 
     /// ShimErrors leave as RPC errors with their code (ShimError+RPC).
     private func run<T: Sendable>(_ body: () async throws -> T) async throws -> T {
@@ -30,6 +32,12 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
     func register(
         request: StreamingServerRequest<Vmshim_Registrar_V1_ShimMessage>, context: ServerContext
     ) async throws -> StreamingServerResponse<RegistrarMessage> {
+        if let readOnlySocket {
+            throw ShimError(
+                .permissionDenied,
+                "Register is refused on the read-only socket \(readOnlySocket), which serves queries; shims register on the registrar's main socket"
+            ).rpcError
+        }
         // Stamped by the transport from SO_PEERCRED (PeerAccess), never by the client.
         let peerPID = request.metadata[stringValues: PeerAccess.peerPIDKey].first(where: { _ in true }).flatMap { Int32($0) } ?? 0
         let registry = self.registry

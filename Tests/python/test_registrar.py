@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -184,6 +185,51 @@ class RegistrarFromPython(unittest.TestCase):
             once(self.pb2.ShimMessage(snapshot=held))
         self.assertEqual(duplicate.exception.code(), grpc.StatusCode.ALREADY_EXISTS)
         self.assertIn("already registered by the live shim", duplicate.exception.details())
+
+    def test_4b_who_may_use_which_socket(self):
+        """Another user: the main socket, opened up by hand, still refuses it
+        (SO_PEERCRED, PERMISSION_DENIED); the read-only socket lists domains
+        for it but refuses Register, to root as well."""
+        read_only = os.path.join(self.run_root, "registrar-ro.sock")
+        self.assertEqual(os.stat(read_only).st_mode & 0o777, 0o666)
+        self.assertEqual(os.stat(self.socket).st_mode & 0o777, 0o600)
+        os.chmod(self.tmp, 0o755)
+        os.chmod(self.run_root, 0o755)
+        os.chmod(self.socket, 0o666)
+        script = f"""
+import sys, grpc
+sys.path.insert(0, {os.path.join(self.tmp, "stubs")!r})
+from vmshim.registrar.v1 import registrar_pb2 as pb2, registrar_pb2_grpc as pb2_grpc
+for path in ({self.socket!r}, {read_only!r}):
+    with grpc.insecure_channel("unix://" + path) as channel:
+        try:
+            print("OK %d" % len(pb2_grpc.RegistrarStub(channel).ListDomains(pb2.ListDomainsRequest(), timeout=10).domains))
+        except grpc.RpcError as error:
+            print(error.code().name + " " + (error.details() or ""))
+"""
+
+        def become_nobody():
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+        try:
+            result = subprocess.run([sys.executable, "-c", script], preexec_fn=become_nobody, capture_output=True,
+                                    text=True, timeout=60)
+        finally:
+            os.chmod(self.socket, 0o600)
+        lines = result.stdout.strip().splitlines()
+        self.assertEqual(len(lines), 2, result.stdout + result.stderr)
+        self.assertTrue(lines[0].startswith("PERMISSION_DENIED"), lines[0])
+        self.assertIn("uid 65534", lines[0])
+        self.assertEqual(lines[1], "OK 2")
+        with grpc.insecure_channel(f"unix:{read_only}") as channel:
+            stub = self.pb2_grpc.RegistrarStub(channel)
+            snapshot = self.pb2.Snapshot(epoch=1, identity=self.pb2.DomainIdentity(uuid=str(uuid.uuid4()), name="x"))
+            with self.assertRaises(grpc.RpcError) as refused:
+                list(stub.Register(iter([self.pb2.ShimMessage(snapshot=snapshot)]), timeout=5))
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.PERMISSION_DENIED)
+            self.assertIn("read-only", refused.exception.details())
 
     def test_5_kill_9_of_a_shim_is_an_unreachable_event(self):
         events = []

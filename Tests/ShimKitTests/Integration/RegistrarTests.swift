@@ -123,5 +123,8 @@ import Glibc
             domains.contains { $0.identity.name == "reg-gone" && $0.status.state == .crashed && $0.status.reason.contains("gone") }
         }
         #expect(FileIO.listDirectory(registrar.stateDirectory + "/domains").filter { $0.hasSuffix(".json") }.isEmpty)
+        // SIGTERM is a graceful stop (swift-service-lifecycle): exit 0, sockets removed.
+        #expect(registrar.stop() == 0, "\(registrar.output)")
+        #expect(!FileIO.exists(registrar.socket) && !FileIO.exists(registrar.directory + "/run/registrar-ro.sock"))
     }
 }
