@@ -80,7 +80,7 @@ struct RegistrarCommand: AsyncParsableCommand {
             store: store,
             settings: .init(grace: .milliseconds(Int64(grace * 1000)), resourceIntervalSeconds: resourceInterval),
             logger: logger)
-        await registry.restore(store.loadAll())
+        await registry.restore(store.loadAll().map(RunDirectoryScan.refreshed))
         await registry.adopt(RunDirectoryScan.scan(roots: roots))
 
         try FileIO.makeDirectories(FileIO.parentDirectory(of: socket), mode: 0o755)

@@ -161,7 +161,7 @@ actor Registry {
             entries[uuid] = entry
             store?.remove(uuid)
             logger.info(
-                "'\(entry.domain.identity.name)' ended: \(RegistrationWire.name(update.status.state)) (\(update.status.reason))")
+                "'\(entry.domain.identity.name)' ended: \(RegistrationWire.name(update.status.state)) (\(update.status.reason)): \(update.status.message)")
             publish(.gone, entry.domain)
             return
         }
@@ -294,7 +294,8 @@ actor Registry {
     private func markGone(_ uuid: String, reason: String) {
         guard var entry = entries[uuid] else { return }
         entry.domain.status.state = .crashed
-        entry.domain.status.reason = reason
+        entry.domain.status.reason = "gone"
+        entry.domain.status.message = "domain '\(entry.domain.identity.name)' is gone: \(reason)"
         entry.endedAt = .now
         entries[uuid] = entry
         store?.remove(uuid)

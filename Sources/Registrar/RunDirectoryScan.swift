@@ -43,3 +43,21 @@ enum RunDirectoryScan {
         }
     }
 }
+
+extension RunDirectoryScan {
+    /// A record brought up to date from its shim's status file, which the
+    /// shim writes before anything else learns of a change: a registrar
+    /// killed right after a state change may not have written it yet.
+    static func refreshed(_ record: RecordStore.Record) -> RecordStore.Record {
+        let path = record.domain.identity.statusFile
+        guard !path.isEmpty, let status = try? StatusFile.read(from: path),
+            status.uuid == record.domain.identity.uuid, let qemu = status.qemu, qemu.bootID == record.bootID
+        else { return record }
+        var record = record
+        record.domain.status.state = RegistrationWire.state(status.state)
+        record.domain.status.reason = status.reason
+        record.domain.status.qemuPid = qemu.pid
+        record.domain.status.qemuStartTime = qemu.startTime
+        return record
+    }
+}

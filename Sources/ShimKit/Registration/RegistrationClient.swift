@@ -102,6 +102,7 @@ public final class RegistrationClient: Sendable {
         update.status = RegistrationWire.status(facts)
         update.status.state = RegistrationWire.state(outcome.state)
         update.status.reason = outcome.reason
+        update.status.message = outcome.message
         update.final = true
         let (outbox, loop) = state.withLock { state in
             state.finished = true
@@ -217,7 +218,9 @@ public final class RegistrationClient: Sendable {
         do {
             return try await withGRPCClient(transport: transport) { client in
                 let registrar = Vmshim_Registrar_V1_Registrar.Client(wrapping: client)
-                return try await withThrowingTaskGroup(of: Bool.self) { group in
+                // Helpers return nil; only the RPC's end ends the session (the
+                // event stream ends with the VM, before the final update).
+                return try await withThrowingTaskGroup(of: Bool?.self) { group in
                     group.addTask {
                         for await event in events {
                             guard case .lifecycle = event.kind else { continue }
@@ -228,7 +231,7 @@ public final class RegistrationClient: Sendable {
                             let resources = await ResourceSampler.sample(supervisor)
                             outbox.yield(.with { $0.resources = .with { $0.resources = resources } })
                         }
-                        return false
+                        return nil
                     }
                     group.addTask {
                         while !Task.isCancelled {
@@ -237,7 +240,7 @@ public final class RegistrationClient: Sendable {
                             update.resources = await ResourceSampler.sample(supervisor)
                             outbox.yield(.with { $0.resources = update })
                         }
-                        return false
+                        return nil
                     }
                     group.addTask {
                         var options = CallOptions.defaults
@@ -269,7 +272,10 @@ public final class RegistrationClient: Sendable {
                             })
                     }
                     defer { group.cancelAll() }
-                    return try await group.next() ?? false
+                    while let finished = try await group.next() {
+                        if let registered = finished { return registered }
+                    }
+                    return false
                 }
             }
         } catch {

@@ -288,6 +288,11 @@ public nonisolated struct Vmshim_Registrar_V1_DomainStatus: Sendable {
 
   public var reattached: Bool = false
 
+  /// For an ended domain, how it ended in words: the shim's exit message,
+  /// e.g. "QEMU (pid 123) of domain 'x' exited unexpectedly: killed by
+  /// SIGKILL", or the registrar's when the shim could not say.
+  public var message: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1234,7 +1239,7 @@ nonisolated extension Vmshim_Registrar_V1_DomainIdentity: SwiftProtobuf.Message,
 
 nonisolated extension Vmshim_Registrar_V1_DomainStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DomainStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}reason\0\u{3}qemu_pid\0\u{3}qemu_start_time\0\u{3}started_at_unix\0\u{1}reattached\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}state\0\u{1}reason\0\u{3}qemu_pid\0\u{3}qemu_start_time\0\u{3}started_at_unix\0\u{1}reattached\0\u{1}message\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1248,6 +1253,7 @@ nonisolated extension Vmshim_Registrar_V1_DomainStatus: SwiftProtobuf.Message, S
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.qemuStartTime) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.startedAtUnix) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.reattached) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.message) }()
       default: break
       }
     }
@@ -1272,6 +1278,9 @@ nonisolated extension Vmshim_Registrar_V1_DomainStatus: SwiftProtobuf.Message, S
     if self.reattached != false {
       try visitor.visitSingularBoolField(value: self.reattached, fieldNumber: 6)
     }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1282,6 +1291,7 @@ nonisolated extension Vmshim_Registrar_V1_DomainStatus: SwiftProtobuf.Message, S
     if lhs.qemuStartTime != rhs.qemuStartTime {return false}
     if lhs.startedAtUnix != rhs.startedAtUnix {return false}
     if lhs.reattached != rhs.reattached {return false}
+    if lhs.message != rhs.message {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
