@@ -165,13 +165,8 @@ struct RegistrarCommand: AsyncParsableCommand {
         path: String, group: UInt32?, readOnly: Bool, registry: Registry, startedAt: Int64
     ) throws -> (server: GRPCServer<HTTP2ServerTransport.Posix>, fd: Int32) {
         // A thousand shims reconnect at once after a restart: a deep backlog.
-        let fd = try UnixSocket.listen(path: path, mode: readOnly ? 0o666 : group == nil ? 0o600 : 0o660, backlog: 4096)
-        if let group, chown(path, getuid(), group) != 0 {
-            let error = ShimError.system("cannot give \(path) to group \(group)")
-            close(fd)
-            unlink(path)
-            throw error
-        }
+        let fd = try UnixSocket.listen(
+            path: path, mode: readOnly ? 0o666 : group == nil ? 0o600 : 0o660, backlog: 4096, group: group)
         let policy = readOnly ? PeerPolicy.anyone : PeerPolicy(allowedGroup: group)
         var config = HTTP2ServerTransport.Posix.Config.defaults
         // A shim's connection reads a snapshot, then a few hundred bytes

@@ -48,6 +48,17 @@ def generate_stubs(out_dir, api="control"):
     return pb2, pb2_grpc
 
 
+def run_as_nobody(script):
+    """Runs a Python script as uid/gid 65534 with no supplementary groups."""
+    def become_nobody():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+    return subprocess.run([sys.executable, "-c", script], preexec_fn=become_nobody, capture_output=True, text=True,
+                          timeout=60)
+
+
 class ControlAPIFromPython(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -200,14 +211,8 @@ for path in ({self.socket!r}, {read_only!r}):
             print(error.code().name + " " + (error.details() or ""))
 """
 
-        def become_nobody():
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-
         try:
-            result = subprocess.run([sys.executable, "-c", script], preexec_fn=become_nobody, capture_output=True,
-                                    text=True, timeout=60)
+            result = run_as_nobody(script)
         finally:
             os.chmod(self.socket, 0o600)
         lines = result.stdout.strip().splitlines()

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ import uuid
 
 import grpc
 
-from test_control_api import BINARY, GUEST, generate_stubs
+from test_control_api import BINARY, GUEST, generate_stubs, run_as_nobody
 
 REGISTRAR = os.environ.get("VMSHIM_REGISTRAR_BINARY", os.path.join(os.path.dirname(BINARY), "vmshim-registrar"))
 
@@ -208,14 +207,8 @@ for path in ({self.socket!r}, {read_only!r}):
             print(error.code().name + " " + (error.details() or ""))
 """
 
-        def become_nobody():
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-
         try:
-            result = subprocess.run([sys.executable, "-c", script], preexec_fn=become_nobody, capture_output=True,
-                                    text=True, timeout=60)
+            result = run_as_nobody(script)
         finally:
             os.chmod(self.socket, 0o600)
         lines = result.stdout.strip().splitlines()

@@ -16,18 +16,11 @@ public struct ControlClient: Sendable {
     public func with<T: Sendable>(
         _ body: @Sendable (Vmshim_Control_V1_Control.Client<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
-        guard FileIO.exists(socketPath) else {
-            throw ShimError(.notFound, "no control socket at \(socketPath): is the VM running under vmshim?")
-        }
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
-            config: .defaults { $0.backoff.initial = .milliseconds(50) }, eventLoopGroup: EventLoops.shared)
-        do {
-            return try await withGRPCClient(transport: transport) { client in
-                try await body(Vmshim_Control_V1_Control.Client(wrapping: client))
-            }
-        } catch {
-            throw ShimError.fromRPC(error, "control socket \(socketPath)")
+        try await UnixSocketGRPC.withClient(
+            socketPath: socketPath, missing: "no control socket at \(socketPath): is the VM running under vmshim?",
+            context: "control socket \(socketPath)"
+        ) { client in
+            try await body(Vmshim_Control_V1_Control.Client(wrapping: client))
         }
     }
 

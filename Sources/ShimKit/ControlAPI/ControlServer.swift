@@ -24,13 +24,7 @@ public final class ControlServer: Sendable {
         socketGroup: UInt32? = nil
     ) throws {
         let mode: mode_t = readOnly ? 0o666 : socketGroup == nil ? 0o600 : 0o660
-        let fd = try UnixSocket.listen(path: path, mode: mode)
-        if let socketGroup, !readOnly, chown(path, getuid(), socketGroup) != 0 {
-            let error = ShimError.system("cannot give \(path) to group \(socketGroup)")
-            close(fd)
-            unlink(path)
-            throw error
-        }
+        let fd = try UnixSocket.listen(path: path, mode: mode, group: readOnly ? nil : socketGroup)
         let policy = readOnly ? PeerPolicy.anyone : PeerPolicy(allowedGroup: socketGroup)
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in

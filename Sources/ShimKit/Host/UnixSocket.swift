@@ -18,7 +18,8 @@ public enum UnixSocket {
 
     /// Creates, binds and listens on a unix socket; returns the fd (CLOEXEC).
     /// A stale socket file at `path` is replaced; any other file is an error.
-    public static func listen(path: String, mode: mode_t = 0o600, backlog: Int32 = 16) throws -> Int32 {
+    /// With `group`, the socket file is given to that group (for a 0660 mode).
+    public static func listen(path: String, mode: mode_t = 0o600, backlog: Int32 = 16, group: UInt32? = nil) throws -> Int32 {
         try checkPathLength(path)
         var info = stat()
         if lstat(path, &info) == 0 {
@@ -47,6 +48,12 @@ public enum UnixSocket {
         }
         guard chmod(path, mode) == 0 else {
             let error = ShimError.system("cannot set the mode of \(path)")
+            close(fd)
+            unlink(path)
+            throw error
+        }
+        if let group, chown(path, getuid(), group) != 0 {
+            let error = ShimError.system("cannot give \(path) to group \(group)")
             close(fd)
             unlink(path)
             throw error

@@ -14,18 +14,11 @@ public struct RegistrarClient: Sendable {
     public func with<T: Sendable>(
         _ body: @Sendable (Vmshim_Registrar_V1_Registrar.Client<HTTP2ClientTransport.Posix>) async throws -> T
     ) async throws -> T {
-        guard FileIO.exists(socketPath) else {
-            throw ShimError(.notFound, "no registrar socket at \(socketPath): is vmshim-registrar running?")
-        }
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
-            config: .defaults { $0.backoff.initial = .milliseconds(50) }, eventLoopGroup: EventLoops.shared)
-        do {
-            return try await withGRPCClient(transport: transport) { client in
-                try await body(Vmshim_Registrar_V1_Registrar.Client(wrapping: client))
-            }
-        } catch {
-            throw ShimError.fromRPC(error, "registrar \(socketPath)")
+        try await UnixSocketGRPC.withClient(
+            socketPath: socketPath, missing: "no registrar socket at \(socketPath): is vmshim-registrar running?",
+            context: "registrar \(socketPath)"
+        ) { client in
+            try await body(Vmshim_Registrar_V1_Registrar.Client(wrapping: client))
         }
     }
 

@@ -143,6 +143,30 @@ struct RegistryTests {
         #expect(decoded.domains.first { $0.identity.name == "vm-0" }?.status.state == .paused)
     }
 
+    @Test func aRecordIsRefreshedFromItsShimsStatusFile() throws {
+        let directory = try Fixtures.scratchDirectory("refresh")
+        defer { FileIO.removeTree(directory) }
+        var domain = Domain()
+        domain.identity.uuid = Self.uuid
+        domain.identity.name = "a"
+        domain.identity.statusFile = directory + "/status.json"
+        domain.status.state = .starting
+        let record = RecordStore.Record(domain: domain, bootID: ProcFS.bootID, sameNamespace: true)
+        #expect(RunDirectoryScan.refreshed(record).domain.status.state == .starting, "no status file: unchanged")
+        let qemu = ProcessIdentity(pid: 4242, startTime: 99, bootID: ProcFS.bootID)
+        var status = StatusFile(
+            name: "a", uuid: Self.uuid, state: .paused, reason: "user", shim: qemu, shimVersion: "0", qemu: qemu,
+            qemuBinary: "q", qemuVersion: nil, qmpSocket: "", controlSocket: "", logFile: "", startedAt: 0, updatedAt: 0,
+            liveXML: "")
+        try status.write(to: domain.identity.statusFile)
+        let refreshed = RunDirectoryScan.refreshed(record).domain.status
+        #expect(refreshed.state == .paused && refreshed.reason == "user" && refreshed.qemuPid == 4242 && refreshed.qemuStartTime == 99)
+        // Another domain's file (a reused name) is not taken.
+        status.uuid = "00000000-0000-4000-8000-000000000009"
+        try status.write(to: domain.identity.statusFile)
+        #expect(RunDirectoryScan.refreshed(record).domain.status.qemuPid == 0)
+    }
+
     @Test func recordsRoundTripAndRefuseOtherVersions() throws {
         var domain = Domain()
         domain.identity.uuid = Self.uuid
