@@ -35,11 +35,16 @@ enum HostAccounting {
         result.cpus = host.cpus
         result.memoryTotalKib = host.memoryTotalKiB
         result.domains = UInt32(domains.count)
+        // Figures come from shims: sums saturate instead of trapping.
+        func add<T: FixedWidthInteger>(_ sum: inout T, _ value: T) {
+            let (total, overflow) = sum.addingReportingOverflow(value)
+            sum = overflow ? .max : total
+        }
         for domain in domains where commits(domain.status.state) {
-            result.committedVcpus += domain.identity.vcpus
-            result.committedMemoryKib += domain.identity.memoryKib
-            result.qemuRssKib += domain.resources.qemuRssKib
-            result.shimRssKib += domain.resources.shimRssKib
+            add(&result.committedVcpus, domain.identity.vcpus)
+            add(&result.committedMemoryKib, domain.identity.memoryKib)
+            add(&result.qemuRssKib, domain.resources.qemuRssKib)
+            add(&result.shimRssKib, domain.resources.shimRssKib)
         }
         result.vcpuOvercommit = host.cpus == 0 ? 0 : Double(result.committedVcpus) / Double(host.cpus)
         result.memoryOvercommit =

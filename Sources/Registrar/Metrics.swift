@@ -138,12 +138,12 @@ final class MetricsServer: Sendable {
         self.render = render
     }
 
-    /// Binds and serves until the task is cancelled.
-    func run(group: MultiThreadedEventLoopGroup) async throws {
+    /// Binds the listening socket (before the registrar serves anything, so
+    /// a bad address stops it at once).
+    func bind(group: MultiThreadedEventLoopGroup) async throws -> any Channel {
         let render = self.render
-        let channel: any Channel
         do {
-            channel = try await ServerBootstrap(group: group)
+            return try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.pipeline.configureHTTPServerPipeline().flatMap {
@@ -152,8 +152,14 @@ final class MetricsServer: Sendable {
                 }
                 .bind(host: host, port: port).get()
         } catch {
-            throw ShimError(.system, "cannot listen on \(host):\(port) for metrics: \(error)", cause: error)
+            throw ShimError(
+                .system, "--metrics-listen \(host):\(port): cannot listen there (\(error)); choose a free address and port",
+                cause: error)
         }
+    }
+
+    /// Serves on a bound channel until the task is cancelled.
+    static func serve(_ channel: any Channel) async throws {
         try await withTaskCancellationHandler {
             try await channel.closeFuture.get()
         } onCancel: {

@@ -107,7 +107,6 @@ final class RecordStore: Sendable {
             }
             if done { continuation.resume() }
         }
-        wake.yield()
     }
 
     func path(_ uuid: String) -> String { "\(directory)/\(uuid).json" }

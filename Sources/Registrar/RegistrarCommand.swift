@@ -46,8 +46,8 @@ struct RegistrarCommand: AsyncParsableCommand {
     var logLevel = "info"
 
     func validate() throws {
-        guard grace > 0 else { throw ValidationError("--grace must be positive") }
-        guard resourceInterval > 0 else { throw ValidationError("--resource-interval must be positive") }
+        guard grace > 0, grace <= 86_400 else { throw ValidationError("--grace must be between 0 and 86400 seconds") }
+        guard resourceInterval > 0, resourceInterval <= 86_400 else { throw ValidationError("--resource-interval must be positive") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level '\(logLevel)'") }
     }
 
@@ -80,9 +80,17 @@ struct RegistrarCommand: AsyncParsableCommand {
             store: store,
             settings: .init(grace: .milliseconds(Int64(grace * 1000)), resourceIntervalSeconds: resourceInterval),
             logger: logger)
-        await registry.restore(store.loadAll().map(RunDirectoryScan.refreshed))
-        await registry.adopt(RunDirectoryScan.scan(roots: roots))
+        await registry.restore(store.loadAll().map { ($0, RunDirectoryScan.refreshed($0)) })
+        await registry.adopt(RunDirectoryScan.scan(roots: roots, skipping: await registry.knownUUIDs))
 
+        // Metrics first: a bad --metrics-listen stops the start before any
+        // shim could register.
+        var metricsChannel: (any Channel)?
+        if let metricsListen {
+            metricsChannel = try await MetricsServer(listen: metricsListen) {
+                PrometheusText.render(await registry.allDomains, host: .current())
+            }.bind(group: EventLoops.shared)
+        }
         try FileIO.makeDirectories(FileIO.parentDirectory(of: socket), mode: 0o755)
         let startedAt = Int64(time(nil))
         let main = try Self.server(
@@ -98,7 +106,7 @@ struct RegistrarCommand: AsyncParsableCommand {
         }
 
         var services: [any Service] = [
-            TaskService(name: "grpc") {
+            TaskService(name: "grpc", onStop: { await registry.beginStopping() }) {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await main.server.serve() }
                     // The transport listens again with NIO's backlog of 128;
@@ -125,17 +133,17 @@ struct RegistrarCommand: AsyncParsableCommand {
             TaskService(name: "scan") {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(10))
-                    let found = try await NIOThreadPool.singleton.runIfActive { RunDirectoryScan.scan(roots: roots) }
+                    let known = await registry.knownUUIDs
+                    let found = try await NIOThreadPool.singleton.runIfActive {
+                        RunDirectoryScan.scan(roots: roots, skipping: known)
+                    }
                     await registry.adopt(found)
                 }
             },
         ]
-        if let metricsListen {
-            let metrics = try MetricsServer(listen: metricsListen) {
-                PrometheusText.render(await registry.allDomains, host: .current())
-            }
-            services.append(TaskService(name: "metrics") { try await metrics.run(group: EventLoops.shared) })
-            logger.info("metrics at http://\(metricsListen)/metrics")
+        if let metricsChannel {
+            services.append(TaskService(name: "metrics") { try await MetricsServer.serve(metricsChannel) })
+            logger.info("metrics at http://\(metricsListen ?? "")/metrics")
         }
         logger.info(
             "serving \(socket) and \(readOnlySocket) (read-only) (version \(RegistrarVersion.current), state \(stateDir), scanning \(roots.joined(separator: ", ")))")
@@ -210,18 +218,38 @@ struct RegistrarCommand: AsyncParsableCommand {
 /// waiting for them to finish would never end).
 struct TaskService: Service {
     let name: String
+    /// Runs when the shutdown begins, before the body is cancelled.
+    var onStop: (@Sendable () async -> Void)? = nil
     let body: @Sendable () async throws -> Void
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do {
-                try await body()
-            } catch {
-                // Cancelled by the shutdown: however the body reports it
-                // (gRPC wraps it in a transport error), that is a clean stop.
-                if Task.isCancelled || error is CancellationError { return }
-                throw error
+        guard let onStop else {
+            try await cancelWhenGracefulShutdown { try await runBody() }
+            return
+        }
+        // Wait for the shutdown signal, tell the owner, then cancel.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await runBody() }
+            group.addTask {
+                try? await gracefulShutdown()
+                await onStop()
+                throw CancellationError()
             }
+            defer { group.cancelAll() }
+            do {
+                try await group.next()
+            } catch is CancellationError {}
+        }
+    }
+
+    private func runBody() async throws {
+        do {
+            try await body()
+        } catch {
+            // Cancelled by the shutdown: however the body reports it
+            // (gRPC wraps it in a transport error), that is a clean stop.
+            if Task.isCancelled || error is CancellationError { return }
+            throw error
         }
     }
 }

@@ -56,6 +56,8 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
                         for try await message in request.messages {
                             switch message.kind {
                             case .snapshot(let snapshot):
+                                // One stream, one domain.
+                                guard uuid == nil else { throw Self.oneSnapshot }
                                 let answer = try await registry.register(
                                     snapshot, session: session, peerPID: peerPID, requests: outbox)
                                 uuid = snapshot.identity.uuid.lowercased()
@@ -67,9 +69,10 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
                                 guard let uuid else { throw Self.snapshotFirst }
                                 await registry.resources(update.resources, uuid: uuid, session: session)
                             case .result(let result):
-                                await registry.result(result)
+                                guard uuid != nil else { throw Self.snapshotFirst }
+                                await registry.result(result, session: session)
                             case nil:
-                                break
+                                guard uuid != nil else { throw Self.snapshotFirst }
                             }
                         }
                     } catch {
@@ -84,6 +87,9 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
             return [:]
         }
     }
+
+    static let oneSnapshot = ShimError(
+        .invalidArgument, "Register: a stream registers one domain; a second Snapshot is refused (open a new stream)")
 
     static let snapshotFirst = ShimError(
         .invalidArgument, "Register: the first message must be a Snapshot (registrar.proto)")

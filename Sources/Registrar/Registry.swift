@@ -103,21 +103,26 @@ actor Registry {
         }
         let uuid = identity.uuid.lowercased()
         let sameNamespace = peerPID > 0 && peerPID == identity.shimPid
-        if let held = entries[uuid], let heldSession = held.session, heldSession != session {
+        if let held = entries[uuid], held.endedAt == nil, held.session != session {
             let holder = held.domain
             let sameShim = peerPID > 0 && holder.shimHostPid == peerPID
-            let holderAlive = holder.shimHostPid <= 0 || ProcFS.startTime(pid: holder.shimHostPid) != nil
+            // A connected holder seen without credentials counts as live; a
+            // holder waiting to reconnect (registrar restart, backoff) counts
+            // while its process lives.
+            let holderAlive =
+                Self.processAlive(holder.shimHostPid) || (held.session != nil && holder.shimHostPid <= 0)
             if !sameShim, holderAlive {
                 throw ShimError(
                     .alreadyExists,
                     "domain '\(holder.identity.name)' (uuid \(uuid)) is already registered by the live shim pid \(holder.identity.shimPid) with run directory \(holder.identity.runDirectory); one UUID is one VM, so this second shim is refused. Stop the other shim (vmshim destroy) or give this domain its own UUID")
             }
-            if sameShim, snapshot.epoch <= holder.epoch {
+            if sameShim, held.session != nil, snapshot.epoch <= holder.epoch {
                 throw ShimError(
                     .invalidArgument,
                     "Register: epoch \(snapshot.epoch) is not newer than the held registration's \(holder.epoch) for domain '\(holder.identity.name)'")
             }
             held.requests?.finish()
+            if let heldSession = held.session { failPendingRequests(session: heldSession, name: holder.identity.name) }
         }
         var domain = Domain()
         domain.identity = identity
@@ -153,6 +158,8 @@ actor Registry {
         entry.domain.status = update.status
         entry.domain.lastSeenUnixMicros = Self.nowMicros()
         if update.final {
+            failPendingRequests(session: session, name: entry.domain.identity.name)
+            entry.persisted = nil
             entry.domain.connected = false
             entry.session = nil
             entry.requests?.finish()
@@ -183,14 +190,19 @@ actor Registry {
     /// registrar can see it.
     func disconnected(uuid: String, session: UInt64) {
         guard var entry = entries[uuid], entry.session == session else { return }
+        failPendingRequests(session: session, name: entry.domain.identity.name)
+        // A registrar that is stopping drops every stream itself: the
+        // records keep the last state the shims reported.
+        guard !stopping else { return }
         entry.session = nil
         entry.requests = nil
         entry.domain.connected = false
         entry.waitingSince = .now
         entries[uuid] = entry
-        for (id, waiter) in pendingRequests where id >> 32 == session {
-            pendingRequests[id] = nil
-            waiter.resume(throwing: ShimError(.unavailable, "the shim of '\(entry.domain.identity.name)' disconnected"))
+        guard entry.domain.status.qemuPid > 0 else {
+            // The shim died before QEMU's pid reached the registrar: the
+            // sweep decides after the grace period.
+            return
         }
         if entry.sameNamespace, !Self.qemuAlive(entry.domain.status, bootID: bootID) {
             markGone(uuid, reason: "the shim and QEMU pid \(entry.domain.status.qemuPid) are gone")
@@ -199,7 +211,25 @@ actor Registry {
         markUnreachable(uuid, reason: "the shim's connection dropped")
     }
 
-    func result(_ result: Vmshim_Registrar_V1_RequestResult) {
+    private var stopping = false
+
+    /// Called when the registrar stops: streams that end now are not news.
+    func beginStopping() { stopping = true }
+
+    private func failPendingRequests(session: UInt64, name: String) {
+        for (id, waiter) in pendingRequests where id >> 32 == session {
+            pendingRequests[id] = nil
+            waiter.resume(throwing: ShimError(.unavailable, "the shim of '\(name)' disconnected before answering"))
+        }
+    }
+
+    static func processAlive(_ pid: Int32) -> Bool {
+        pid > 0 && ProcFS.startTime(pid: pid) != nil && !ProcFS.isZombie(pid: pid)
+    }
+
+    func result(_ result: Vmshim_Registrar_V1_RequestResult, session: UInt64) {
+        // Only the session a request went down may answer it.
+        guard result.id >> 32 == session else { return }
         pendingRequests.removeValue(forKey: result.id)?.resume(returning: result)
     }
 
@@ -226,8 +256,10 @@ actor Registry {
 
     /// Domains from the durable records of a previous run: they wait for
     /// their shims for the grace period.
-    func restore(_ records: [RecordStore.Record]) {
-        for record in records {
+    /// `records` pair what is on disk with the same record refreshed from
+    /// the shim's status file.
+    func restore(_ records: [(onDisk: RecordStore.Record, current: RecordStore.Record)]) {
+        for (onDisk, record) in records {
             guard entries[record.domain.identity.uuid] == nil else { continue }
             guard record.bootID == bootID else {
                 logger.info("forgetting '\(record.domain.identity.name)': its record is from an earlier boot")
@@ -240,7 +272,7 @@ actor Registry {
             var entry = Entry(
                 domain: domain, session: nil, requests: nil, waitingSince: .now, endedAt: nil,
                 sameNamespace: record.sameNamespace)
-            entry.persisted = record.durableContent
+            entry.persisted = onDisk.durableContent
             entries[domain.identity.uuid] = entry
         }
         if !records.isEmpty { logger.info("restored \(records.count) domain record(s); waiting for their shims") }
@@ -293,6 +325,7 @@ actor Registry {
 
     private func markGone(_ uuid: String, reason: String) {
         guard var entry = entries[uuid] else { return }
+        entry.persisted = nil
         entry.domain.status.state = .crashed
         entry.domain.status.reason = "gone"
         entry.domain.status.message = "domain '\(entry.domain.identity.name)' is gone: \(reason)"
@@ -368,6 +401,8 @@ actor Registry {
 
     var allDomains: [Domain] { entries.values.map(\.domain) }
 
+    var knownUUIDs: Set<String> { Set(entries.keys) }
+
     func subscribe() -> AsyncStream<RegistrarEvent> { events.subscribe() }
 
     // MARK: - Internals
@@ -397,11 +432,7 @@ actor Registry {
         events.yield(event)
     }
 
-    static func nowMicros() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
-    }
+    static func nowMicros() -> Int64 { RegistrationWire.nowMicros() }
 }
 
 enum RegistrarVersion {

@@ -8,11 +8,12 @@ enum RunDirectoryScan {
         var domain: Domain
     }
 
-    static func scan(roots: [String]) -> [Found] {
+    /// `skipping`: UUIDs the registrar knows already (their live XML is not parsed).
+    static func scan(roots: [String], skipping known: Set<String> = []) -> [Found] {
         roots.flatMap { root in
             DomainDirectory(root: root).entries().compactMap { entry -> Found? in
                 guard let status = entry.status, entry.shimAlive || entry.qemuAlive,
-                    let uuid = DomainUUID(status.uuid)
+                    let uuid = DomainUUID(status.uuid), !known.contains(uuid.description)
                 else { return nil }
                 var domain = Domain()
                 domain.identity.uuid = uuid.description

@@ -153,8 +153,10 @@ public final class RegistrationClient: Sendable {
                 }
             } catch let error as ShimError where error.code == .alreadyExists {
                 settle(.refused(error))
-                logger.error("\(error.message)")
+                if error.message != lastProblem { logger.error("\(error.message)") }
                 lastProblem = error.message
+                // Another shim holds the UUID: ask again rarely.
+                try? await Task.sleep(for: .seconds(30))
             } catch {
                 let problem = (error as? ShimError)?.message ?? "\(error)"
                 settle(.unavailable(problem))

@@ -73,7 +73,7 @@ public enum RegistrationWire {
         return status
     }
 
-    static func nowMicros() -> Int64 {
+    public static func nowMicros() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000

@@ -1,3 +1,5 @@
+import NIOPosix
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,19 +13,26 @@ public enum ResourceSampler {
         var resources = RegistrationWire.Resources()
         resources.sampledAtUnixMicros = RegistrationWire.nowMicros()
         let shim = getpid()
-        if let memory = ProcFS.memory(pid: shim) {
+        let qemuRuns = facts.qemuPID > 0 && (facts.state != .starting || facts.reattached) && facts.state != .shutoff
+        // smaps_rollup walks QEMU's page tables: off the cooperative pool.
+        let figures = try? await NIOThreadPool.singleton.runIfActive {
+            () -> (shim: (rssKiB: UInt64, pssKiB: UInt64, privateKiB: UInt64)?, shimCPU: UInt64?,
+                qemu: (rssKiB: UInt64, pssKiB: UInt64, privateKiB: UInt64)?, qemuCPU: UInt64?) in
+            let qemuIsOurs = qemuRuns && ProcFS.startTime(pid: facts.qemuPID) == facts.qemuStartTime
+            return (
+                ProcFS.memory(pid: shim), cpuTimeMicros(pid: shim),
+                qemuIsOurs ? ProcFS.memory(pid: facts.qemuPID) : nil, qemuIsOurs ? cpuTimeMicros(pid: facts.qemuPID) : nil
+            )
+        }
+        if let memory = figures?.shim {
             resources.shimRssKib = memory.rssKiB
             resources.shimPssKib = memory.pssKiB
         }
-        resources.shimCpuTimeMicros = cpuTimeMicros(pid: shim) ?? 0
-        guard facts.qemuPID > 0, facts.state != .starting || facts.reattached,
-            facts.state != .shutoff, ProcFS.startTime(pid: facts.qemuPID) == facts.qemuStartTime
-        else { return resources }
-        if let memory = ProcFS.memory(pid: facts.qemuPID) {
-            resources.qemuRssKib = memory.rssKiB
-            resources.qemuPssKib = memory.pssKiB
-        }
-        resources.qemuCpuTimeMicros = cpuTimeMicros(pid: facts.qemuPID) ?? 0
+        resources.shimCpuTimeMicros = figures?.shimCPU ?? 0
+        guard let figures, let memory = figures.qemu else { return resources }
+        resources.qemuRssKib = memory.rssKiB
+        resources.qemuPssKib = memory.pssKiB
+        resources.qemuCpuTimeMicros = figures.qemuCPU ?? 0
         if let balloon = try? await supervisor.query("query-balloon"), let actual = balloon["actual"]?.uint64Value {
             resources.balloonActualKib = actual / 1024
         }

@@ -94,7 +94,8 @@ public enum ShimRunner {
         do {
             try await supervisor.start()
         } catch {
-            await registration?.finish(ShimOutcome(exitCode: 1, state: .shutoff, reason: "failed", message: ""))
+            await registration?.finish(
+                ShimOutcome(exitCode: 1, state: .shutoff, reason: "failed", message: (error as? ShimError)?.message ?? "\(error)"))
             await supervisor.cleanUp()
             return fail(error)
         }

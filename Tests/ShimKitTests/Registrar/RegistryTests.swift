@@ -52,6 +52,37 @@ struct RegistryTests {
         }
     }
 
+    @Test func aLiveHolderWaitingToReconnectStillHoldsItsUUID() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        let me = getpid()
+        _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me), session: 1, peerPID: me, requests: box())
+        await registry.disconnected(uuid: Self.uuid, session: 1)  // its stream dropped; the shim lives
+        await #expect(throws: ShimError.self) {
+            _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: 7), session: 2, peerPID: 7, requests: box())
+        }
+        // The holder itself comes back.
+        _ = try await registry.register(
+            Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me, epoch: 2), session: 3, peerPID: me, requests: box())
+        #expect(await registry.list(.init()).first?.connected == true)
+    }
+
+    @Test func dropsBeforeQEMUsPidAndDuringStopChangeNothing() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        var starting = Self.snapshot(uuid: Self.uuid, name: "a", shimPID: 1)
+        starting.status.state = .starting
+        _ = try await registry.register(starting, session: 1, peerPID: 1, requests: box())
+        await registry.disconnected(uuid: Self.uuid, session: 1)
+        #expect(await registry.list(.init()).first?.status.state == .starting, "no QEMU pid yet: the sweep decides later")
+        let other = "00000000-0000-4000-8000-000000000003"
+        _ = try await registry.register(
+            Self.snapshot(uuid: other, name: "b", shimPID: 1, qemuPID: getpid(), qemuStart: ProcFS.startTime(pid: getpid()) ?? 0),
+            session: 2, peerPID: 1, requests: box())
+        await registry.beginStopping()
+        await registry.disconnected(uuid: other, session: 2)
+        let b = await registry.list(.init()).first { $0.identity.name == "b" }
+        #expect(b?.status.state == .running && b?.connected == true, "a stopping registrar records no drops")
+    }
+
     @Test func aDeadHolderDoesNotBlockItsSuccessor() async throws {
         let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
         let session = await registry.newSession()
@@ -88,7 +119,7 @@ struct RegistryTests {
         }
         var oldBoot = record(Self.snapshot(uuid: "00000000-0000-4000-8000-000000000002", name: "old", shimPID: 1))
         oldBoot.bootID = "another-boot"
-        await registry.restore([record(alive), record(dead), oldBoot])
+        await registry.restore([record(alive), record(dead), oldBoot].map { ($0, $0) })
         let restored = await registry.list(.init())
         #expect(restored.map(\.identity.name) == ["alive", "dead"], "a record from an earlier boot is dropped")
         #expect(restored.allSatisfy { $0.source == "record" && !$0.connected })

@@ -166,10 +166,11 @@ extension Vmshim_Registrar_V1_Registrar {
         /// > Source IDL Documentation:
         /// >
         /// > A shim's registration, for as long as the shim runs. The shim's first
-        /// > message is a Snapshot; then it sends updates. The registrar answers the
+        /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
         /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
         /// > another live shim holds the domain's UUID. It may send HostRequests for
-        /// > host policies; the shim answers each with a RequestResult.
+        /// > host policies (no policy sends them yet); the shim answers each with a
+        /// > RequestResult.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -287,10 +288,11 @@ extension Vmshim_Registrar_V1_Registrar {
         /// > Source IDL Documentation:
         /// >
         /// > A shim's registration, for as long as the shim runs. The shim's first
-        /// > message is a Snapshot; then it sends updates. The registrar answers the
+        /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
         /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
         /// > another live shim holds the domain's UUID. It may send HostRequests for
-        /// > host policies; the shim answers each with a RequestResult.
+        /// > host policies (no policy sends them yet); the shim answers each with a
+        /// > RequestResult.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -406,10 +408,11 @@ extension Vmshim_Registrar_V1_Registrar {
         /// > Source IDL Documentation:
         /// >
         /// > A shim's registration, for as long as the shim runs. The shim's first
-        /// > message is a Snapshot; then it sends updates. The registrar answers the
+        /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
         /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
         /// > another live shim holds the domain's UUID. It may send HostRequests for
-        /// > host policies; the shim answers each with a RequestResult.
+        /// > host policies (no policy sends them yet); the shim answers each with a
+        /// > RequestResult.
         ///
         /// - Parameters:
         ///   - request: A stream of `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -758,10 +761,11 @@ extension Vmshim_Registrar_V1_Registrar {
         /// > Source IDL Documentation:
         /// >
         /// > A shim's registration, for as long as the shim runs. The shim's first
-        /// > message is a Snapshot; then it sends updates. The registrar answers the
+        /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
         /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
         /// > another live shim holds the domain's UUID. It may send HostRequests for
-        /// > host policies; the shim answers each with a RequestResult.
+        /// > host policies (no policy sends them yet); the shim answers each with a
+        /// > RequestResult.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -928,10 +932,11 @@ extension Vmshim_Registrar_V1_Registrar {
         /// > Source IDL Documentation:
         /// >
         /// > A shim's registration, for as long as the shim runs. The shim's first
-        /// > message is a Snapshot; then it sends updates. The registrar answers the
+        /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
         /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
         /// > another live shim holds the domain's UUID. It may send HostRequests for
-        /// > host policies; the shim answers each with a RequestResult.
+        /// > host policies (no policy sends them yet); the shim answers each with a
+        /// > RequestResult.
         ///
         /// - Parameters:
         ///   - request: A streaming request producing `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -1132,10 +1137,11 @@ extension Vmshim_Registrar_V1_Registrar.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A shim's registration, for as long as the shim runs. The shim's first
-    /// > message is a Snapshot; then it sends updates. The registrar answers the
+    /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
     /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
     /// > another live shim holds the domain's UUID. It may send HostRequests for
-    /// > host policies; the shim answers each with a RequestResult.
+    /// > host policies (no policy sends them yet); the shim answers each with a
+    /// > RequestResult.
     ///
     /// - Parameters:
     ///   - request: A streaming request producing `Vmshim_Registrar_V1_ShimMessage` messages.
@@ -1314,10 +1320,11 @@ extension Vmshim_Registrar_V1_Registrar.ClientProtocol {
     /// > Source IDL Documentation:
     /// >
     /// > A shim's registration, for as long as the shim runs. The shim's first
-    /// > message is a Snapshot; then it sends updates. The registrar answers the
+    /// > message is a Snapshot (exactly one per stream); then it sends updates. The registrar answers the
     /// > snapshot with Registered, or ends the stream with ALREADY_EXISTS when
     /// > another live shim holds the domain's UUID. It may send HostRequests for
-    /// > host policies; the shim answers each with a RequestResult.
+    /// > host policies (no policy sends them yet); the shim answers each with a
+    /// > RequestResult.
     ///
     /// - Parameters:
     ///   - metadata: Additional metadata to send, defaults to empty.

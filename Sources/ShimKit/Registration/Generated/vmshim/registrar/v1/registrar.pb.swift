@@ -182,8 +182,9 @@ public nonisolated struct Vmshim_Registrar_V1_Snapshot: @unchecked Sendable {
   // methods supported on all messages.
 
   /// Increases with every registration of the domain, across shim restarts
-  /// (microseconds since the epoch when the snapshot was taken). The
-  /// registrar ignores a snapshot older than the one it holds.
+  /// (microseconds since the epoch when the snapshot was taken). A shim
+  /// re-registering while its own previous stream is still held must send a
+  /// newer epoch, or the stream ends with INVALID_ARGUMENT.
   public var epoch: UInt64 {
     get {_storage._epoch}
     set {_uniqueStorage()._epoch = newValue}
