@@ -94,6 +94,8 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
     static let snapshotFirst = ShimError(
         .invalidArgument, "Register: the first message must be a Snapshot (registrar.proto)")
 
+    /// Required by the protocol; the server registers CachedListDomainsService
+    /// after this service, which answers ListDomains from cached encodings.
     func listDomains(
         request: ServerRequest<Vmshim_Registrar_V1_ListDomainsRequest>, context: ServerContext
     ) async throws -> ServerResponse<Vmshim_Registrar_V1_ListDomainsResponse> {

@@ -343,31 +343,10 @@ actor Registry {
 
     // MARK: - Queries
 
-    func list(_ request: Vmshim_Registrar_V1_ListDomainsRequest) -> [Domain] {
-        let states = Set(request.states)
-        // Sorted by a plain name key: reading `domain.identity` in the
-        // comparator would copy the whole identity message each time.
-        var selected: [(name: String, domain: Domain)] = []
-        selected.reserveCapacity(entries.count)
-        for entry in entries.values {
-            if !states.isEmpty, !states.contains(entry.domain.status.state) { continue }
-            if !request.nameContains.isEmpty, !entry.name.contains(request.nameContains) { continue }
-            selected.append((entry.name, entry.domain))
-        }
-        selected.sort { $0.name < $1.name }
-        guard request.withoutResources else { return selected.map(\.domain) }
-        return selected.map { item in
-            var bare = item.domain
-            bare.clearResources()
-            return bare
-        }
-    }
-
-    /// ListDomains from cached encodings (CachedListDomainsService).
-    func encodedList(_ request: Vmshim_Registrar_V1_ListDomainsRequest) throws -> EncodedDomainList {
-        guard !request.withoutResources else {
-            return EncodedDomainList(domains: try list(request).map { try $0.serializedBytes() })
-        }
+    /// The UUIDs a ListDomains request selects, sorted by name: a plain
+    /// name key, since reading `domain.identity` in the comparator would
+    /// copy the whole identity message each time.
+    private func selection(_ request: Vmshim_Registrar_V1_ListDomainsRequest) -> [String] {
         let states = Set(request.states)
         var selected: [(name: String, uuid: String)] = []
         selected.reserveCapacity(entries.count)
@@ -377,18 +356,29 @@ actor Registry {
             selected.append((entry.name, uuid))
         }
         selected.sort { $0.name < $1.name }
-        var result: [[UInt8]] = []
-        result.reserveCapacity(selected.count)
-        for item in selected {
-            if let cached = entries[item.uuid]?.encoded {
-                result.append(cached)
-            } else if let domain = entries[item.uuid]?.domain {
-                let bytes: [UInt8] = try domain.serializedBytes()
-                entries[item.uuid]?.encoded = bytes
-                result.append(bytes)
-            }
+        return selected.map(\.uuid)
+    }
+
+    func list(_ request: Vmshim_Registrar_V1_ListDomainsRequest) -> [Domain] {
+        selection(request).compactMap { uuid in
+            guard var domain = entries[uuid]?.domain else { return nil }
+            if request.withoutResources { domain.clearResources() }
+            return domain
         }
-        return EncodedDomainList(domains: result)
+    }
+
+    /// ListDomains from cached encodings (CachedListDomainsService).
+    func encodedList(_ request: Vmshim_Registrar_V1_ListDomainsRequest) throws -> EncodedDomainList {
+        guard !request.withoutResources else {
+            return EncodedDomainList(domains: try list(request).map { try $0.serializedBytes() })
+        }
+        return EncodedDomainList(domains: try selection(request).compactMap { uuid in
+            if let cached = entries[uuid]?.encoded { return cached }
+            guard let domain = entries[uuid]?.domain else { return nil }
+            let bytes: [UInt8] = try domain.serializedBytes()
+            entries[uuid]?.encoded = bytes
+            return bytes
+        })
     }
 
     func domain(uuid: String?, name: String?) -> Domain? {

@@ -212,7 +212,9 @@ public final class RegistrationClient: Sendable {
         snapshot.epoch = nextEpoch()
         snapshot.identity = RegistrationWire.identity(facts, runDirectory: runDirectory, version: version)
         snapshot.status = RegistrationWire.status(facts)
-        snapshot.resources = await ResourceSampler.sample(supervisor)
+        // Before QEMU runs there is nothing to account, and the first
+        // registration sits on the start's path: figures follow the start.
+        if facts.qemuPID > 0 { snapshot.resources = await ResourceSampler.sample(supervisor) }
         outbox.yield(.with { $0.snapshot = snapshot })
         state.withLock { $0.outbox = outbox }
 
