@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/capability.h>
 
 #ifndef P_PIDFD
@@ -155,6 +156,20 @@ static void *spawn_thread(void *argument) {
     if (job->confinement->drop_privileges && drop_exec_privileges(&job->failed_step) != 0) {
         job->result = errno ? errno : EPERM;
         return NULL;
+    }
+    if (job->confinement->cpu_count > 0) {
+        /* Per thread: the shim's other threads keep theirs; the child inherits it. */
+        cpu_set_t *set = CPU_ALLOC(CPU_SETSIZE * 8);
+        size_t size = CPU_ALLOC_SIZE(CPU_SETSIZE * 8);
+        if (set == NULL) { job->failed_step = "CPU_ALLOC"; job->result = ENOMEM; return NULL; }
+        CPU_ZERO_S(size, set);
+        for (size_t i = 0; i < job->confinement->cpu_count; i++) {
+            int cpu = job->confinement->cpus[i];
+            if (cpu >= 0 && (size_t)cpu < CPU_SETSIZE * 8) CPU_SET_S((size_t)cpu, size, set);
+        }
+        int rc = sched_setaffinity(0, size, set);
+        CPU_FREE(set);
+        if (rc != 0) { job->failed_step = "sched_setaffinity"; job->result = errno; return NULL; }
     }
     if (job->confinement->set_ids) {
         /* Raw syscalls: glibc's wrappers would change every thread of the shim. */

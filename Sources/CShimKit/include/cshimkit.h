@@ -39,6 +39,10 @@ struct cshim_confinement {
     gid_t gid;
     const gid_t *groups;
     size_t group_count;
+    /* When cpu_count > 0: the host CPUs QEMU (and every thread it starts) may
+     * run on, like libvirt's <vcpu cpuset> for the emulator. */
+    const int *cpus;
+    size_t cpu_count;
 };
 
 /* posix_spawn from a fresh thread that confines itself first: capabilities,

@@ -162,6 +162,8 @@ public struct DomainDefaults {
             case (.ide, _, let index):
                 guard !isQ35 else { throw error("IDE controllers are unsupported for the q35 machine type", at: controller.xmlLine) }
                 guard index == 0 else { throw error("only IDE controller 0 (the PIIX3 one) is supported", at: controller.xmlLine) }
+            case (.fdc, _, _) where isQ35:
+                throw error("a floppy controller on q35 needs a floppy disk, which vmshim does not support yet", at: controller.xmlLine, code: .unsupported)
             case (.usb, "piix3-uhci"?, _) where isQ35:
                 throw error("the piix3-uhci USB controller belongs to the pc machine type; use qemu-xhci on q35", at: controller.xmlLine)
             default:
@@ -319,6 +321,7 @@ public struct DomainDefaults {
             switch controller.kind {
             case .usb: generated = controller.index == 0 ? "usb" : "usb\(controller.index)"
             case .ide: generated = "ide"
+            case .fdc: generated = "fdc\(controller.index)"
             case .sata: generated = isQ35 && controller.index == 0 ? "ide" : "sata\(controller.index)"
             case .virtioSerial: generated = "virtio-serial\(controller.index)"
             case .pci: generated = controller.model == "pcie-root" ? "pcie.0" : "pci.\(controller.index)"
@@ -355,6 +358,9 @@ public struct DomainDefaults {
         }
         for index in spec.devices.rngs.indices {
             spec.devices.rngs[index].alias = keep(spec.devices.rngs[index].alias, "rng\(index)")
+        }
+        if let watchdog = spec.devices.watchdog {
+            spec.devices.watchdog?.alias = keep(watchdog.alias, "watchdog0")
         }
         for index in spec.devices.panics.indices {
             spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")

@@ -42,6 +42,12 @@ extension DomainParser {
             case "rng":
                 child.consumed = true
                 devices.rngs.append(try parseRNG(child).at(position, line: child.line))
+            case "watchdog":
+                child.consumed = true
+                guard devices.watchdog == nil else {
+                    throw reader.unsupported(child, "a second <watchdog> (libvirt 9.0 supports a single watchdog)")
+                }
+                devices.watchdog = try parseWatchdog(child).at(position, line: child.line)
             case "panic":
                 child.consumed = true
                 devices.panics.append(try parsePanic(child).at(position, line: child.line))
@@ -308,10 +314,11 @@ extension DomainParser {
             }
             if let modelElement = try reader.child(element, "model") {
                 let name = reader.attribute(modelElement, "name")
-                let expected = ["pcie-root-port": "pcie-root-port", "pci-bridge": "pci-bridge"][model]
-                if let name, name != expected {
+                let allowedNames = ["pcie-root-port": ["pcie-root-port", "ioh3420"], "pci-bridge": ["pci-bridge"]][model] ?? []
+                if let name, !allowedNames.contains(name) {
                     throw reader.unsupported(modelElement, "PCI controller device '\(name)'")
                 }
+                controller.deviceName = name
             }
             if let target = try reader.child(element, "target") {
                 controller.chassis = try reader.intAttribute(target, "chassis", range: 0...255)
@@ -327,6 +334,9 @@ extension DomainParser {
             controller.ports = try reader.intAttribute(element, "ports", range: 1...15)
         case .ide, .sata:
             break
+        case .fdc:
+            // The i440fx board's built-in floppy controller: no device of its own.
+            guard index == 0 else { throw reader.error(element, "only one floppy controller (index 0) exists") }
         case .virtioSerial:
             controller.ports = try reader.intAttribute(element, "ports", range: 1...31)
             if element.attribute("vectors") != nil { throw reader.unsupported(element, "virtio-serial vectors") }
@@ -399,7 +409,11 @@ extension DomainParser {
             guard state == "up" || state == "down" else { throw reader.error(link, "link state must be up or down") }
             linkUp = state == "up"
         }
-        for unsupported in ["script", "driver", "ip", "route", "bandwidth", "filterref", "tune", "rom", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
+        var tuning = DomainSpec.VirtioNetTuning()
+        if let driver = try reader.child(element, "driver") {
+            tuning = try parseVirtioNetDriver(driver, model: model)
+        }
+        for unsupported in ["script", "ip", "route", "bandwidth", "filterref", "tune", "rom", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
@@ -407,9 +421,43 @@ extension DomainParser {
         var nic = DomainSpec.Interface(
             kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind == .ethernet ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
+        nic.virtioTuning = tuning
         nic.alias = try userAlias(element)
         nic.pciAddress = try pciAddress(element)
         return nic
+    }
+
+    /// `<driver>` of a NIC: the virtio-net knobs libvirt passes on argv. vhost,
+    /// multiqueue and the offload switches (`<host>`, `<guest>`) are refused.
+    func parseVirtioNetDriver(_ driver: XMLElement, model: DomainSpec.Interface.Model) throws -> DomainSpec.VirtioNetTuning {
+        var tuning = DomainSpec.VirtioNetTuning()
+        if let name = reader.attribute(driver, "name"), name != "qemu" {
+            throw reader.unsupported(driver, "NIC driver name='\(name)' (vmshim runs the virtio-net backend in QEMU: name='qemu')")
+        }
+        if let txmode = reader.attribute(driver, "txmode") {
+            switch txmode {
+            case "iothread": tuning.tx = "bh"
+            case "timer": tuning.tx = "timer"
+            default: throw reader.error(driver, "txmode='\(txmode)' must be iothread or timer")
+            }
+        }
+        tuning.ioeventfd = try reader.boolAttribute(driver, "ioeventfd")
+        tuning.eventIdx = try reader.boolAttribute(driver, "event_idx")
+        for (attribute, range) in [("rx_queue_size", 256...1024), ("tx_queue_size", 256...1024)] {
+            guard let size = try reader.intAttribute(driver, attribute, range: range) else { continue }
+            guard size & (size - 1) == 0 else { throw reader.error(driver, "\(attribute)='\(size)' must be a power of two") }
+            if attribute == "rx_queue_size" { tuning.rxQueueSize = size } else { tuning.txQueueSize = size }
+        }
+        if let queues = try reader.intAttribute(driver, "queues"), queues > 1 {
+            throw reader.unsupported(driver, "NIC multiqueue queues='\(queues)'")
+        }
+        for child in ["host", "guest"] {
+            if let node = try reader.child(driver, child) { throw reader.unsupported(node, "NIC offload settings <\(child)>") }
+        }
+        if tuning != DomainSpec.VirtioNetTuning(), model != .virtio {
+            throw reader.error(driver, "NIC <driver> settings need model type='virtio'")
+        }
+        return tuning
     }
 
     static func isValidMAC(_ text: String) -> Bool {
@@ -695,6 +743,30 @@ extension DomainParser {
         return rng
     }
 
+    func parseWatchdog(_ element: XMLElement) throws -> DomainSpec.Watchdog {
+        let modelRaw = try reader.requiredAttribute(element, "model")
+        guard let model = DomainSpec.Watchdog.Model(rawValue: modelRaw) else {
+            throw reader.unsupported(element, "watchdog model '\(modelRaw)' (supported: ib700, i6300esb)")
+        }
+        let action = reader.attribute(element, "action") ?? "reset"
+        switch action {
+        case "reset", "shutdown", "poweroff", "pause", "none", "inject-nmi":
+            break
+        case "dump":
+            throw reader.unsupported(element, "watchdog action='dump' (vmshim does not write guest core dumps)")
+        default:
+            throw reader.error(element, "unknown watchdog action '\(action)' (reset, shutdown, poweroff, pause, none, inject-nmi)")
+        }
+        var watchdog = DomainSpec.Watchdog(model: model, action: action)
+        watchdog.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case nil: break
+        case .pci(let address)? where model == .i6300esb: watchdog.pciAddress = address
+        default: throw reader.error(element, model == .i6300esb ? "an i6300esb watchdog takes a PCI address" : "an ib700 watchdog takes no address")
+        }
+        return watchdog
+    }
+
     func parsePanic(_ element: XMLElement) throws -> DomainSpec.Panic {
         let model = reader.attribute(element, "model") ?? "isa"
         guard model == "isa" else { throw reader.unsupported(element, "panic model '\(model)' (only isa)") }
@@ -806,3 +878,4 @@ extension DomainSpec.Video: DocumentPositioned {}
 extension DomainSpec.Memballoon: DocumentPositioned {}
 extension DomainSpec.RNG: DocumentPositioned {}
 extension DomainSpec.Panic: DocumentPositioned {}
+extension DomainSpec.Watchdog: DocumentPositioned {}

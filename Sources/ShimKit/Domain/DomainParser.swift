@@ -96,6 +96,7 @@ public struct DomainParser {
             devices: devices)
         spec.registerCgroup = registerCgroup
         spec.tuning = tuning
+        spec.sysinfo = try parseSysinfo(root, uuid: &spec.uuid)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
             throw reader.error(
                 element,
@@ -181,10 +182,39 @@ public struct DomainParser {
         if let placement = reader.attribute(element, "placement"), placement != "static" {
             throw reader.unsupported(element, "placement='\(placement)' (only 'static')")
         }
+        var vcpus = DomainSpec.VCPUs(maximum: maximum, current: current, cpuset: nil)
         if let cpuset = reader.attribute(element, "cpuset") {
-            throw reader.unsupported(element, "cpuset='\(cpuset)' (vmshim does not pin vCPUs yet)")
+            guard let cpus = Self.parseCPUSet(cpuset) else {
+                throw reader.error(element, "cpuset='\(cpuset)' is not a CPU list like '0-3,^2,6' (CPUs 0–8191)")
+            }
+            vcpus.cpuset = cpuset
+            vcpus.cpusetCPUs = cpus
         }
-        return DomainSpec.VCPUs(maximum: maximum, current: current, cpuset: nil)
+        return vcpus
+    }
+
+    /// libvirt's virBitmapParse syntax: `N`, `N-M`, `^N` (excluded), comma separated.
+    /// nil when malformed, out of 0…8191, or empty once exclusions apply.
+    static func parseCPUSet(_ text: String) -> [Int]? {
+        var included = Set<Int>()
+        var excluded = Set<Int>()
+        for rawItem in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let item = String(rawItem).trimmingWhitespace()
+            if item.hasPrefix("^") {
+                guard let cpu = Int(item.dropFirst()), (0...8191).contains(cpu) else { return nil }
+                excluded.insert(cpu)
+            } else if let dash = item.firstIndex(of: "-") {
+                guard let low = Int(item[..<dash]), let high = Int(item[item.index(after: dash)...]),
+                    low <= high, (0...8191).contains(low), (0...8191).contains(high)
+                else { return nil }
+                included.formUnion(low...high)
+            } else {
+                guard let cpu = Int(item), (0...8191).contains(cpu) else { return nil }
+                included.insert(cpu)
+            }
+        }
+        let cpus = included.subtracting(excluded).sorted()
+        return cpus.isEmpty ? nil : cpus
     }
 
     func parseCPU(_ root: XMLElement, vcpus: DomainSpec.VCPUs) throws -> DomainSpec.CPU {
@@ -286,7 +316,7 @@ public struct DomainParser {
         if os.initrd != nil, os.kernel == nil {
             throw reader.error(element, "<initrd> needs a <kernel>")
         }
-        for unsupported in ["loader", "nvram", "dtb", "acpi", "smbios", "bios", "init", "initarg"] {
+        for unsupported in ["loader", "nvram", "dtb", "acpi", "bios", "init", "initarg"] {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "<os><\(unsupported)>")
             }
@@ -377,14 +407,26 @@ public struct DomainParser {
                 if let policy = timer.tickPolicy, policy != .delay, policy != .catchup, policy != .discard {
                     throw reader.unsupported(timerElement, "pit tickpolicy='\(policy.rawValue)'")
                 }
-            case .hpet, .kvmclock:
+            case .hpet:
+                // libvirt's QEMU driver accepts and ignores it (QEMU's hpet has no tick policy).
+                break
+            case .kvmclock:
                 if timer.tickPolicy != nil { throw reader.unsupported(timerElement, "tickpolicy on \(nameRaw)") }
             case .tsc, .hypervclock, .platform, .armvtimer:
                 throw reader.unsupported(timerElement, "timer '\(nameRaw)'")
             }
             if timer.track != nil, name != .rtc { throw reader.error(timerElement, "track is only valid for rtc") }
             if let catchup = try reader.child(timerElement, "catchup") {
-                throw reader.unsupported(catchup, "timer <catchup> tuning")
+                // Read and checked as libvirt does; its QEMU driver puts none of it on
+                // argv (QEMU has no such knobs), so neither does vmshim.
+                guard timer.tickPolicy == .catchup else {
+                    throw reader.error(catchup, "<catchup> needs tickpolicy='catchup' on its timer")
+                }
+                for attribute in ["threshold", "slew", "limit"] {
+                    if let value = try reader.intAttribute(catchup, attribute), value < 0 {
+                        throw reader.error(catchup, "\(attribute)='\(value)' must not be negative")
+                    }
+                }
             }
             clock.timers.append(timer)
         }

@@ -25,6 +25,9 @@ public struct DomainSpec: Sendable, Equatable {
     public var registerCgroup: Bool = true
     /// `<memtune>`, `<cputune>`, `<blkiotune>`: limits for the VM's cgroup.
     public var tuning = Tuning()
+    /// `<sysinfo type='smbios'>` when `<os><smbios mode='sysinfo'/>` selects
+    /// it: QEMU's `-smbios` tables. nil leaves QEMU's own.
+    public var sysinfo: Sysinfo? = nil
 }
 
 // MARK: - Identity
@@ -90,8 +93,11 @@ extension DomainSpec {
         public var maximum: Int
         /// `<vcpu current=…>`: how many are online at boot.
         public var current: Int
-        /// `<vcpu cpuset=…>`: host CPUs the vCPUs may run on (kept for the live XML).
+        /// `<vcpu cpuset=…>` as written (kept for the live XML).
         public var cpuset: String?
+        /// The host CPUs it names, ascending: QEMU's affinity, as libvirt pins
+        /// the emulator and its vCPUs with `placement='static'`.
+        public var cpusetCPUs: [Int]? = nil
     }
 
     public struct CPU: Sendable, Equatable {
@@ -234,6 +240,8 @@ extension DomainSpec {
         public var memballoon: Memballoon?
         public var rngs: [RNG] = []
         public var panics: [Panic] = []
+        /// libvirt 9.0 allows one.
+        public var watchdog: Watchdog?
     }
 
     public struct Disk: Sendable, Equatable {
@@ -298,7 +306,7 @@ extension DomainSpec {
 
     public struct Controller: Sendable, Equatable {
         public enum Kind: String, Sendable {
-            case pci, usb, ide, sata
+            case pci, usb, ide, sata, fdc
             case virtioSerial = "virtio-serial"
         }
         public var kind: Kind
@@ -308,6 +316,8 @@ extension DomainSpec {
         public var model: String?
         /// usb: number of ports (qemu-xhci p2/p3); virtio-serial: ports.
         public var ports: Int?
+        /// `<model name>`: the QEMU device when not the default (ioh3420 for a pcie-root-port).
+        public var deviceName: String?
         /// pcie-root-port: chassis and port numbers; pci-bridge: chassisNr.
         public var chassis: Int?
         public var port: Int?
@@ -335,12 +345,24 @@ extension DomainSpec {
         public var mtu: Int?
         public var linkUp: Bool
         public var bootOrder: Int?
+        /// virtio only: `<driver txmode ioeventfd event_idx rx_queue_size tx_queue_size>`.
+        public var virtioTuning = VirtioNetTuning()
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?
         public var pciAddress: PCIAddress?
+    }
+
+    public struct VirtioNetTuning: Sendable, Equatable {
+        /// QEMU's `tx`: `bh` (libvirt txmode='iothread') or `timer`.
+        public var tx: String?
+        public var ioeventfd: Bool?
+        public var eventIdx: Bool?
+        public var rxQueueSize: Int?
+        public var txQueueSize: Int?
+        public init() {}
     }
 
     public struct CharDevice: Sendable, Equatable {
@@ -455,6 +477,20 @@ extension DomainSpec {
         public var pciAddress: PCIAddress?
     }
 
+    public struct Watchdog: Sendable, Equatable {
+        /// ib700 (ISA) or i6300esb (PCI).
+        public enum Model: String, Sendable { case ib700, i6300esb }
+        public var model: Model
+        /// QEMU's -watchdog-action: reset, shutdown, poweroff, pause, none, inject-nmi.
+        public var action: String
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
+        public var pciAddress: PCIAddress?
+    }
+
     public struct Panic: Sendable, Equatable {
         public var ioBase: Int?
         public var alias: String = ""
@@ -462,6 +498,40 @@ extension DomainSpec {
         public var xmlIndex: Int?
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?
+    }
+}
+
+// MARK: - SMBIOS
+
+extension DomainSpec {
+    /// The SMBIOS tables of a `<sysinfo type='smbios'>`. Values are kept as
+    /// written (libvirt does not trim them); nil is an absent or empty entry,
+    /// and a table with no value at all is nil.
+    public struct Sysinfo: Sendable, Equatable {
+        /// Type 0.
+        public struct BIOS: Sendable, Equatable {
+            public var vendor, version, date, release: String?
+        }
+        /// Type 1. `uuid`, when given, is the domain's.
+        public struct System: Sendable, Equatable {
+            public var manufacturer, product, version, serial: String?
+            public var uuid: DomainUUID?
+            public var sku, family: String?
+        }
+        /// Type 2.
+        public struct BaseBoard: Sendable, Equatable {
+            public var manufacturer, product, version, serial, asset, location: String?
+        }
+        /// Type 3.
+        public struct Chassis: Sendable, Equatable {
+            public var manufacturer, version, serial, asset, sku: String?
+        }
+        public var bios: BIOS?
+        public var system: System?
+        public var baseBoard: BaseBoard?
+        public var chassis: Chassis?
+        /// Type 11: one string per `<oemStrings><entry>`, empty ones included.
+        public var oemStrings: [String] = []
     }
 }
 

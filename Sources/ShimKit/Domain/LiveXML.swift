@@ -279,5 +279,9 @@ public struct LiveXML {
             setAlias(node, rng.alias)
             setPCIAddress(node, rng.pciAddress)
         }
+        if let watchdog = spec.devices.watchdog, let node = element(devices, "watchdog", watchdog.xmlIndex) {
+            setAlias(node, watchdog.alias)
+            setPCIAddress(node, watchdog.pciAddress)
+        }
     }
 }

@@ -15,6 +15,7 @@ struct PCIAddressAssigner {
         case disk(Int)
         case balloon
         case rng(Int)
+        case watchdog
         case video(Int)
         case input(Int)
     }
@@ -50,6 +51,7 @@ struct PCIAddressAssigner {
         for d in spec.devices.disks { if let a = d.pciAddress { all.append(("disk \(d.targetDev)", a, d.xmlLine)) } }
         if let m = spec.devices.memballoon, let a = m.pciAddress { all.append(("memballoon", a, m.xmlLine)) }
         for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a, r.xmlLine)) } }
+        if let w = spec.devices.watchdog, let a = w.pciAddress { all.append(("watchdog", a, w.xmlLine)) }
         for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a, v.xmlLine)) } }
         for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a, input.xmlLine)) } }
         return all
@@ -95,7 +97,7 @@ struct PCIAddressAssigner {
         // 3. Other controllers in controller-array order.
         for (i, c) in spec.devices.controllers.enumerated() where c.pciAddress == nil {
             switch c.kind {
-            case .pci, .ide:
+            case .pci, .ide, .fdc:
                 continue
             case .usb:
                 if c.model == "none" { continue }
@@ -119,6 +121,10 @@ struct PCIAddressAssigner {
         for (i, rng) in spec.devices.rngs.enumerated() where rng.pciAddress == nil {
             list.append(Consumer(device: .rng(i), name: rng.alias, isExpress: true))
         }
+        // 6. The watchdog (i6300esb: conventional PCI).
+        if let watchdog = spec.devices.watchdog, watchdog.model == .i6300esb, watchdog.pciAddress == nil {
+            list.append(Consumer(device: .watchdog, name: watchdog.alias, isExpress: false))
+        }
         for (i, video) in spec.devices.videos.enumerated() where i > 0 && video.pciAddress == nil {
             list.append(Consumer(device: .video(i), name: video.alias, isExpress: video.model == .virtio))
         }
@@ -135,6 +141,7 @@ struct PCIAddressAssigner {
         case .disk(let i): spec.devices.disks[i].pciAddress = address
         case .balloon: spec.devices.memballoon?.pciAddress = address
         case .rng(let i): spec.devices.rngs[i].pciAddress = address
+        case .watchdog: spec.devices.watchdog?.pciAddress = address
         case .video(let i): spec.devices.videos[i].pciAddress = address
         case .input(let i): spec.devices.inputs[i].pciAddress = address
         }

@@ -20,12 +20,15 @@ public struct SpawnSpec: Sendable {
     public var dropPrivileges: Bool
     /// Start the child as this user and group, with these supplementary groups.
     public var runAs: ProcessCredentials?
+    /// Host CPUs the child may run on (nil: the shim's own affinity).
+    public var cpuAffinity: [Int]?
 
     public init(
         executable: String, arguments: [String], environment: [String], outputFD: Int32,
         inheritedFDs: [(parent: Int32, child: Int32)] = [], newSession: Bool = true, dropPrivileges: Bool = false,
-        runAs: ProcessCredentials? = nil
+        runAs: ProcessCredentials? = nil, cpuAffinity: [Int]? = nil
     ) {
+        self.cpuAffinity = cpuAffinity
         self.dropPrivileges = dropPrivileges
         self.runAs = runAs
         self.executable = executable
@@ -169,14 +172,17 @@ public enum Spawner {
         var failedStep: UnsafePointer<CChar>?
         // Registered as the shim's own child before any orphan reaper can look.
         var rc: Int32 = 0
+        let cpus = (spec.cpuAffinity ?? []).map { Int32($0) }
         groups.withUnsafeBufferPointer { groupList in
-            var confinement = cshim_confinement(
-                drop_privileges: spec.dropPrivileges ? 1 : 0, set_ids: spec.runAs == nil ? 0 : 1,
-                uid: spec.runAs?.uid ?? 0, gid: spec.runAs?.gid ?? 0, groups: groupList.baseAddress,
-                group_count: groupList.count)
-            OwnChildren.spawn {
-                rc = cshim_spawn_confined(&pid, spec.executable, &actions, &attributes, &argv, &envp, &confinement, &failedStep)
-                return rc == 0 ? pid : nil
+            cpus.withUnsafeBufferPointer { cpuList in
+                var confinement = cshim_confinement(
+                    drop_privileges: spec.dropPrivileges ? 1 : 0, set_ids: spec.runAs == nil ? 0 : 1,
+                    uid: spec.runAs?.uid ?? 0, gid: spec.runAs?.gid ?? 0, groups: groupList.baseAddress,
+                    group_count: groupList.count, cpus: cpuList.baseAddress, cpu_count: cpuList.count)
+                OwnChildren.spawn {
+                    rc = cshim_spawn_confined(&pid, spec.executable, &actions, &attributes, &argv, &envp, &confinement, &failedStep)
+                    return rc == 0 ? pid : nil
+                }
             }
         }
         guard rc == 0 else {

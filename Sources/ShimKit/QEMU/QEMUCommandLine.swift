@@ -70,6 +70,7 @@ public struct QEMUCommandLine {
         add("-S")
         try addMachineAndCPU()
         add("-uuid", spec.uuid.description)
+        addSMBIOS()
         if spec.devices.graphics.isEmpty { add("-display", "none") }
         add("-no-user-config", "-nodefaults")
         add("-chardev", "socket,id=charmonitor,fd=\(Self.monitorFD),server=on,wait=off")
@@ -86,6 +87,7 @@ public struct QEMUCommandLine {
         add("-audiodev", #"{"id":"audio1","driver":"none"}"#)
         addGraphics()
         addVideos()
+        addWatchdog()
         addBalloon()
         addRNGs()
         addPanics()
@@ -175,7 +177,7 @@ public struct QEMUCommandLine {
         if let pit = spec.clock.timer(.pit), let policy = pit.tickPolicy {
             switch policy {
             case .delay: add("-global", "kvm-pit.lost_tick_policy=delay")
-            case .catchup: add("-global", "kvm-pit.lost_tick_policy=slew")
+            case .catchup: break  // what kvm-pit does by default; libvirt adds nothing either
             case .discard: add("-global", "kvm-pit.lost_tick_policy=discard")
             case .merge: break
             }
@@ -257,7 +259,7 @@ public struct QEMUCommandLine {
         case .pci:
             switch controller.model {
             case "pcie-root-port":
-                props["driver"] = "pcie-root-port"
+                props["driver"] = .string(controller.deviceName ?? "pcie-root-port")
                 if let port = controller.port { props["port"] = .number(port) }
                 props["chassis"] = .number(controller.chassis ?? controller.index)
             case "pci-bridge":
@@ -279,7 +281,7 @@ public struct QEMUCommandLine {
                 props["p2"] = .number(ports)
                 props["p3"] = .number(ports)
             }
-        case .ide:
+        case .ide, .fdc:
             return nil  // built into PIIX3
         case .sata:
             if spec.os.isQ35, controller.index == 0 { return nil }  // built into ICH9
@@ -411,11 +413,18 @@ public struct QEMUCommandLine {
                     .tap(name: nic.targetDev, vnetHeader: nic.model == .virtio, managed: nic.managedTap, alias: nic.alias))
                 add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
             }
-            var device: JSONObject = [
-                "driver": .string(QEMUCommandLine.nicDriver(nic.model)), "netdev": .string(netdevID),
-                "id": .string(nic.alias), "mac": .string(nic.mac),
-            ]
+            // libvirt's key order (qemuBuildNicDevProps): the virtio knobs before netdev.
+            var device: JSONObject = ["driver": .string(QEMUCommandLine.nicDriver(nic.model))]
+            let tuning = nic.virtioTuning
+            if let tx = tuning.tx { device["tx"] = .string(tx) }
+            if let ioeventfd = tuning.ioeventfd { device["ioeventfd"] = .bool(ioeventfd) }
+            if let eventIdx = tuning.eventIdx { device["event_idx"] = .bool(eventIdx) }
+            if let size = tuning.rxQueueSize { device["rx_queue_size"] = .number(size) }
+            if let size = tuning.txQueueSize { device["tx_queue_size"] = .number(size) }
             if let mtu = nic.mtu, nic.model == .virtio { device["host_mtu"] = .number(mtu) }
+            device["netdev"] = .string(netdevID)
+            device["id"] = .string(nic.alias)
+            device["mac"] = .string(nic.mac)
             if let bootIndex = bootIndex(interface: index) { device["bootindex"] = .number(bootIndex) }
             addPCIAddress(nic.pciAddress, to: &device)
             addDevice(device)
@@ -591,6 +600,14 @@ public struct QEMUCommandLine {
             addPCIAddress(rng.pciAddress, to: &props)
             addDevice(props)
         }
+    }
+
+    mutating func addWatchdog() {
+        guard let watchdog = spec.devices.watchdog else { return }
+        var props: JSONObject = ["driver": .string(watchdog.model.rawValue), "id": .string(watchdog.alias)]
+        addPCIAddress(watchdog.pciAddress, to: &props)
+        addDevice(props)
+        add("-watchdog-action", watchdog.action)
     }
 
     mutating func addPanics() {
