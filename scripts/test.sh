@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the Swift suites (unit, golden argv, QMP against a fake and a
 # real monitor, the shim end to end with real QEMU and the test guest) and the
-# Python grpcio client of the control API. Needs what scripts/apt-deps.sh installs.
+# Python grpcio client of the control API, then the conformance suite against
+# a real libvirt (it starts libvirtd and virtlogd when they are not running).
+# Needs what scripts/apt-deps.sh installs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -21,4 +23,7 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools kubernetes-validate
 "$venv/bin/python" -m unittest discover -s Tests/python -v
+echo "== Conformance: the corpus booted under libvirt and under vmshim, guest-visible hardware compared"
+scripts/start-libvirt.sh
+/usr/bin/python3 Tests/conformance/libvirt_conformance.py --vmshim "$VMSHIM_BINARY"
 echo "== all tests passed"

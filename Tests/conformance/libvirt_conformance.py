@@ -473,15 +473,22 @@ def run_one(source: Path, vmshim: str, keep: bool) -> Outcome:
     test = source.stem
     work = Path(tempfile.mkdtemp(prefix=f"vmshim-conformance-{test}-"))
     os.chmod(work, 0o755)  # libvirt's QEMU runs as libvirt-qemu and must reach the images
-    prepared = None
+    prepared: list[Prepared] = []
     try:
-        prepared = prepare(source, work, test)
+        # Each side gets its own images: libvirt leaves a shareable disk owned
+        # by libvirt-qemu, which a capability-less root QEMU cannot open.
+        sides = {}
+        for side in ("libvirt", "vmshim"):
+            (work / side).mkdir(mode=0o755)
+            os.chmod(work / side, 0o755)
+            sides[side] = prepare(source, work / side, test)
+            prepared.append(sides[side])
         try:
-            theirs = under_libvirt(prepared, work)
+            theirs = under_libvirt(sides["libvirt"], work / "libvirt")
         except Refused as error:
             return Outcome(test, "libvirt refuses", [str(error).splitlines()[-1]], str(work))
         try:
-            ours = under_vmshim(prepared, work, vmshim)
+            ours = under_vmshim(sides["vmshim"], work / "vmshim", vmshim)
         except Refused as error:
             lines = [l for l in str(error).splitlines() if l.strip()]
             return Outcome(test, "vmshim refuses", lines[:6], str(work))
@@ -493,8 +500,8 @@ def run_one(source: Path, vmshim: str, keep: bool) -> Outcome:
     except Exception as error:  # a harness failure is reported, not hidden
         return Outcome(test, "error", [f"{type(error).__name__}: {error}"], str(work))
     finally:
-        if prepared:
-            prepared.close()
+        for item in prepared:
+            item.close()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -116,6 +116,17 @@ public struct DomainDefaults {
                 if let address = disk.driveAddress, address.controller > 0 || address.bus > 1 || address.unit > 1 {
                     throw error("disk '\(disk.targetDev)': the PIIX3 IDE controller has two buses with two units each", at: disk.xmlLine)
                 }
+            case .usb:
+                break
+            case .scsi:
+                if disk.driveAddress == nil {
+                    // libvirt's narrow-bus default (7 units per controller) for every model.
+                    let i = DomainParser.diskIndex(disk.targetDev) ?? 0
+                    disk.driveAddress = DriveAddress(controller: i / 7, bus: 0, unit: i % 7)
+                }
+                if let address = disk.driveAddress, address.bus != 0 {
+                    throw error("disk '\(disk.targetDev)': SCSI controllers have bus 0 only", at: disk.xmlLine)
+                }
             case .sata:
                 if disk.device == .disk, disk.readOnly {
                     throw error("disk '\(disk.targetDev)': readonly sata disks are not supported (libvirt refuses them too)", at: disk.xmlLine)
@@ -193,6 +204,22 @@ public struct DomainDefaults {
         if !has(.pci, 0) { explicit.append(implicitController(.pci, 0, isQ35 ? "pcie-root" : "pci-root")) }
         if isQ35, !has(.sata, 0) { explicit.append(implicitController(.sata, 0, nil)) }
         // …then the controllers devices need.
+        // libvirt adds SCSI controllers for SCSI disks first, with its default model for QEMU with lsi.
+        let scsiControllers = Set(spec.devices.disks.filter { $0.bus == .scsi }.compactMap { $0.driveAddress?.controller })
+        for index in scsiControllers.sorted() where !has(.scsi, index) {
+            explicit.append(implicitController(.scsi, index, "lsilogic"))
+        }
+        for index in explicit.indices where explicit[index].kind == .scsi && explicit[index].model == nil {
+            explicit[index].model = "lsilogic"
+        }
+        for disk in spec.devices.disks where disk.bus == .scsi {
+            guard let address = disk.driveAddress,
+                let controller = explicit.first(where: { $0.kind == .scsi && $0.index == address.controller })
+            else { continue }
+            if controller.model == "lsilogic", address.unit > 6 {
+                throw error("disk '\(disk.targetDev)': an lsilogic controller has units 0 to 6 (7 is the controller)", at: disk.xmlLine)
+            }
+        }
         if !isQ35, spec.devices.disks.contains(where: { $0.bus == .ide }), !has(.ide, 0) {
             explicit.append(implicitController(.ide, 0, nil))
         }
@@ -266,6 +293,9 @@ public struct DomainDefaults {
         for input in spec.devices.inputs where input.bus == .usb && usbModel == "none" {
             throw error("a USB \(input.kind.rawValue) needs a USB controller, but the domain has model='none'", at: input.xmlLine)
         }
+        for disk in spec.devices.disks where disk.bus == .usb && usbModel == "none" {
+            throw error("USB disk '\(disk.targetDev)' needs a USB controller, but the domain has model='none'", at: disk.xmlLine)
+        }
         // libvirt always lists a PS/2 mouse and keyboard on x86 (they are part of the chipset).
         for kind in [DomainSpec.Input.Kind.mouse, .keyboard]
         where !spec.devices.inputs.contains(where: { $0.kind == kind && $0.bus == .ps2 }) {
@@ -312,6 +342,13 @@ public struct DomainDefaults {
             case .sata:
                 let a = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
                 generated = "sata\(a.controller)-\(a.bus)-\(a.unit)"
+            case .scsi:
+                let a = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                let model = spec.devices.controllers.first { $0.kind == .scsi && $0.index == a.controller }?.model
+                generated = model == "lsilogic"
+                    ? "scsi\(a.controller)-\(a.bus)-\(a.unit)" : "scsi\(a.controller)-\(a.bus)-\(a.target)-\(a.unit)"
+            case .usb:
+                generated = "usb-disk\(DomainParser.diskIndex(disk.targetDev) ?? index)"
             }
             spec.devices.disks[index].alias = keep(disk.alias, generated)
         }
@@ -322,6 +359,7 @@ public struct DomainDefaults {
             case .usb: generated = controller.index == 0 ? "usb" : "usb\(controller.index)"
             case .ide: generated = "ide"
             case .fdc: generated = "fdc\(controller.index)"
+            case .scsi: generated = "scsi\(controller.index)"
             case .sata: generated = isQ35 && controller.index == 0 ? "ide" : "sata\(controller.index)"
             case .virtioSerial: generated = "virtio-serial\(controller.index)"
             case .pci: generated = controller.model == "pcie-root" ? "pcie.0" : "pci.\(controller.index)"

@@ -106,7 +106,7 @@ extension DomainParser {
                     controller: try reader.intAttribute(element, "controller", range: 0...31) ?? 0,
                     bus: try reader.intAttribute(element, "bus", range: 0...31) ?? 0,
                     target: try reader.intAttribute(element, "target", range: 0...0) ?? 0,
-                    unit: try reader.intAttribute(element, "unit", range: 0...31) ?? 0))
+                    unit: try reader.intAttribute(element, "unit", range: 0...16383) ?? 0))
         case "usb":
             _ = try reader.intAttribute(element, "bus", range: 0...0)
             return .usb(port: reader.attribute(element, "port") ?? "")
@@ -215,19 +215,23 @@ extension DomainParser {
         let targetDev = try reader.requiredAttribute(target, "dev")
         let busRaw = reader.attribute(target, "bus") ?? DomainParser.defaultBus(forTarget: targetDev)
         guard let busName = busRaw, let bus = DomainSpec.Disk.Bus(rawValue: busName) else {
-            throw reader.unsupported(target, "disk bus='\(busRaw ?? "?")' (vmshim supports virtio, sata and ide)")
+            throw reader.unsupported(target, "disk bus='\(busRaw ?? "?")' (vmshim supports virtio, scsi, sata, ide and usb)")
         }
         if let tray = reader.attribute(target, "tray"), tray != "closed" {
             throw reader.unsupported(target, "tray='\(tray)'")
         }
-        if try reader.boolAttribute(target, "removable") == true {
-            throw reader.unsupported(target, "removable='on' (it applies to USB and SCSI disks, which vmshim does not support yet)")
+        let removable = try reader.boolAttribute(target, "removable")
+        if removable != nil, bus != .usb, bus != .scsi {
+            throw reader.error(target, "removable applies to USB and SCSI disks only")
+        }
+        if bus == .usb, device == .cdrom {
+            throw reader.unsupported(target, "a USB cdrom (vmshim supports USB disks)")
         }
         guard DomainParser.diskIndex(targetDev) != nil else {
             throw reader.error(target, "dev='\(targetDev)' is not a disk name like vda, sda or hda")
         }
         if device == .cdrom, bus == .virtio {
-            throw reader.error(target, "a cdrom cannot sit on the virtio bus; use sata or ide")
+            throw reader.error(target, "a cdrom cannot sit on the virtio bus; use scsi, sata or ide")
         }
         if device == .disk, source == nil {
             throw reader.error(element, "a disk needs a <source \(sourceType == .file ? "file" : "dev")=…>")
@@ -246,6 +250,7 @@ extension DomainParser {
             discard: discard, readOnly: readOnly, shareable: shareable, serial: serial, targetDev: targetDev, bus: bus,
             bootOrder: try bootOrder(element))
         disk.startupPolicy = startupPolicy
+        disk.removable = removable
         disk.backingChain = backingChain
         disk.backingChainComplete = backingChainComplete
         disk.alias = try userAlias(element)
@@ -254,8 +259,13 @@ extension DomainParser {
             guard bus == .virtio else { throw reader.error(element, "only virtio disks take a PCI address") }
             disk.pciAddress = address
         case .drive(let address)?:
-            guard bus != .virtio else { throw reader.error(element, "a virtio disk takes a PCI address, not a drive address") }
+            guard bus != .virtio, bus != .usb else {
+                throw reader.error(element, "a \(bus.rawValue) disk takes a \(bus == .usb ? "USB" : "PCI") address, not a drive address")
+            }
             disk.driveAddress = address
+        case .usb(let port)?:
+            guard bus == .usb else { throw reader.error(element, "only USB disks take a USB address") }
+            disk.usbPort = port.isEmpty ? nil : port
         case nil:
             break
         default:
@@ -275,7 +285,7 @@ extension DomainParser {
     static func defaultBus(forTarget dev: String) -> String? {
         if dev.hasPrefix("vd") { return "virtio" }
         if dev.hasPrefix("hd") { return "ide" }
-        if dev.hasPrefix("sd") { return "sata" }
+        if dev.hasPrefix("sd") { return "scsi" }  // libvirt's default for sd*
         return nil
     }
 
@@ -334,6 +344,21 @@ extension DomainParser {
             controller.ports = try reader.intAttribute(element, "ports", range: 1...15)
         case .ide, .sata:
             break
+        case .scsi:
+            let allowed = ["lsilogic", "virtio-scsi"]
+            if let model = controller.model, !allowed.contains(model) {
+                throw reader.unsupported(element, "SCSI controller model '\(model)' (supported: lsilogic, virtio-scsi)")
+            }
+            if let driver = try reader.child(element, "driver") {
+                guard controller.model == "virtio-scsi" else {
+                    throw reader.error(driver, "SCSI controller <driver> settings need model='virtio-scsi'")
+                }
+                controller.scsiQueues = try reader.intAttribute(driver, "queues", range: 1...1024)
+                controller.scsiCmdPerLun = try reader.intAttribute(driver, "cmd_per_lun", range: 1...65535)
+                controller.scsiMaxSectors = try reader.intAttribute(driver, "max_sectors", range: 1...65535)
+                controller.scsiIOEventFD = try reader.boolAttribute(driver, "ioeventfd")
+                if driver.attribute("iothread") != nil { throw reader.unsupported(driver, "SCSI controller iothread") }
+            }
         case .fdc:
             // The i440fx board's built-in floppy controller: no device of its own.
             guard index == 0 else { throw reader.error(element, "only one floppy controller (index 0) exists") }
@@ -341,7 +366,7 @@ extension DomainParser {
             controller.ports = try reader.intAttribute(element, "ports", range: 1...31)
             if element.attribute("vectors") != nil { throw reader.unsupported(element, "virtio-serial vectors") }
         }
-        if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "controller <driver> tuning") }
+        if kind != .scsi, let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "controller <driver> tuning") }
         controller.alias = try userAlias(element)
         switch try parseAddress(element) {
         case .pci(let address)?: controller.pciAddress = address

@@ -218,7 +218,7 @@ public struct PCIAddress: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// `<address type='drive' controller bus target unit/>` for IDE and SATA disks.
+/// `<address type='drive' controller bus target unit/>` for IDE, SATA and SCSI disks.
 public struct DriveAddress: Sendable, Hashable {
     public var controller: Int
     public var bus: Int
@@ -247,7 +247,7 @@ extension DomainSpec {
     public struct Disk: Sendable, Equatable {
         public enum SourceType: String, Sendable { case file, block }
         public enum Device: String, Sendable { case disk, cdrom }
-        public enum Bus: String, Sendable { case virtio, sata, ide }
+        public enum Bus: String, Sendable { case virtio, sata, ide, scsi, usb }
         public enum Format: String, Sendable { case raw, qcow2 }
         public enum Cache: String, Sendable {
             case `default`, none, writethrough, writeback, directsync, unsafe
@@ -302,11 +302,15 @@ extension DomainSpec {
         public var xmlLine: Int?
         public var pciAddress: PCIAddress?
         public var driveAddress: DriveAddress?
+        /// usb: `<address type='usb' port>` (nil: the first free port).
+        public var usbPort: String?
+        /// usb and scsi: `<target removable>`.
+        public var removable: Bool?
     }
 
     public struct Controller: Sendable, Equatable {
         public enum Kind: String, Sendable {
-            case pci, usb, ide, sata, fdc
+            case pci, usb, ide, sata, fdc, scsi
             case virtioSerial = "virtio-serial"
         }
         public var kind: Kind
@@ -316,6 +320,11 @@ extension DomainSpec {
         public var model: String?
         /// usb: number of ports (qemu-xhci p2/p3); virtio-serial: ports.
         public var ports: Int?
+        /// virtio-scsi: `<driver queues cmd_per_lun max_sectors ioeventfd>`.
+        public var scsiQueues: Int?
+        public var scsiCmdPerLun: Int?
+        public var scsiMaxSectors: Int?
+        public var scsiIOEventFD: Bool?
         /// `<model name>`: the QEMU device when not the default (ioh3420 for a pcie-root-port).
         public var deviceName: String?
         /// pcie-root-port: chassis and port numbers; pci-bridge: chassisNr.

@@ -140,6 +140,8 @@ public struct LiveXML {
             let node: XMLElement
             if let existing = element(devices, "controller", controller.xmlIndex) {
                 node = existing
+                // The model libvirt fills in (lsilogic for a SCSI controller without one).
+                if let model = controller.model, existing.attribute("model") == nil { existing.setAttribute("model", model) }
             } else {
                 var attributes = [("type", controller.kind.rawValue), ("index", String(controller.index))]
                 if let model = controller.model { attributes.append(("model", model)) }

@@ -108,6 +108,8 @@ struct PCIAddressAssigner {
                 list.append(Consumer(device: .controller(i), name: c.alias, isExpress: false))
             case .virtioSerial:
                 list.append(Consumer(device: .controller(i), name: c.alias, isExpress: true))
+            case .scsi:
+                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: c.model == "virtio-scsi"))
             }
         }
         // 4. Virtio disks in disk-array order.

@@ -243,7 +243,7 @@ public struct QEMUCommandLine {
     // MARK: - Controllers
 
     mutating func addControllers() {
-        let order: [DomainSpec.Controller.Kind] = [.pci, .usb, .ide, .sata, .virtioSerial]
+        let order: [DomainSpec.Controller.Kind] = [.pci, .usb, .scsi, .ide, .sata, .virtioSerial]
         for kind in order {
             let controllers = spec.devices.controllers.filter { $0.kind == kind }.sorted { $0.index < $1.index }
             for controller in controllers {
@@ -286,6 +286,13 @@ public struct QEMUCommandLine {
         case .sata:
             if spec.os.isQ35, controller.index == 0 { return nil }  // built into ICH9
             props["driver"] = "ahci"
+        case .scsi:
+            props["driver"] = .string(controller.model == "virtio-scsi" ? "virtio-scsi-pci" : "lsi")
+            props["id"] = .string(controller.alias)
+            if let queues = controller.scsiQueues { props["num_queues"] = .number(queues) }
+            if let value = controller.scsiCmdPerLun { props["cmd_per_lun"] = .number(value) }
+            if let value = controller.scsiMaxSectors { props["max_sectors"] = .number(value) }
+            if let value = controller.scsiIOEventFD { props["ioeventfd"] = .bool(value) }
         case .virtioSerial:
             props["driver"] = "virtio-serial-pci"
             if let ports = controller.ports { props["max_ports"] = .number(ports) }
@@ -389,13 +396,36 @@ public struct QEMUCommandLine {
                 let address = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
                 let controller = spec.devices.controllers.first { $0.kind == .sata && $0.index == address.controller }
                 device["bus"] = .string("\(controller?.alias ?? "sata\(address.controller)").\(address.unit)")
+            case .scsi:
+                device["driver"] = .string(disk.device == .cdrom ? "scsi-cd" : "scsi-hd")
+                let address = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                let controller = spec.devices.controllers.first { $0.kind == .scsi && $0.index == address.controller }
+                device["bus"] = .string("\(controller?.alias ?? "scsi\(address.controller)").\(address.bus)")
+                if controller?.model == "lsilogic" {
+                    // A narrow bus: the unit is the SCSI id, no channel or LUN.
+                    device["scsi-id"] = .number(address.unit)
+                    device["device_id"] = .string("drive-scsi\(address.controller)-\(address.bus)-\(address.unit)")
+                } else {
+                    device["channel"] = .number(address.bus)
+                    device["scsi-id"] = .number(address.target)
+                    device["lun"] = .number(address.unit)
+                    device["device_id"] = .string(
+                        "drive-scsi\(address.controller)-\(address.bus)-\(address.target)-\(address.unit)")
+                }
+            case .usb:
+                device["driver"] = "usb-storage"
+                device["bus"] = "usb.0"
+                device["port"] = .string(usbPorts[disk.alias] ?? "1")
             }
             if disk.shareable { device["share-rw"] = true }
             if disk.source != nil { device["drive"] = .string(format) }
             device["id"] = .string(disk.alias)
             if let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
-            if let serial = disk.serial { device["serial"] = .string(serial) }
+            // libvirt's order (qemuBuildDiskDeviceProps): removable, write-cache, serial.
+            if disk.bus == .usb { device["removable"] = .bool(disk.removable ?? false) }
+            if disk.bus == .scsi, let removable = disk.removable { device["removable"] = .bool(removable) }
             if let writeCache { device["write-cache"] = .string(writeCache) }
+            if let serial = disk.serial { device["serial"] = .string(serial) }
             addDevice(device)
         }
     }
@@ -495,23 +525,36 @@ public struct QEMUCommandLine {
 
     // MARK: - Input, graphics, video
 
-    mutating func addInputs() {
-        // Like libvirt: explicit ports are kept, the others take the first free one.
-        let explicitPorts = Set(spec.devices.inputs.compactMap(\.usbPort))
+    /// USB ports by device alias. Like libvirt: explicit ports are kept, the
+    /// others take the first free one, disks before input devices.
+    var usbPorts: [String: String] {
+        let usbDisks = spec.devices.disks.filter { $0.bus == .usb }
+        let usbInputs = spec.devices.inputs.filter { $0.bus == .usb }
+        let devices = usbDisks.map { ($0.alias, $0.usbPort) } + usbInputs.map { ($0.alias, $0.usbPort) }
+        let explicitPorts = Set(devices.compactMap(\.1))
         var nextPort = 1
+        var ports: [String: String] = [:]
+        for (alias, explicit) in devices {
+            if let explicit {
+                ports[alias] = explicit
+                continue
+            }
+            while explicitPorts.contains("\(nextPort)") { nextPort += 1 }
+            ports[alias] = "\(nextPort)"
+            nextPort += 1
+        }
+        return ports
+    }
+
+    mutating func addInputs() {
+        let ports = usbPorts
         for input in spec.devices.inputs {
             switch input.bus {
             case .ps2:
                 continue  // part of the chipset
             case .usb:
                 let driver = ["tablet": "usb-tablet", "mouse": "usb-mouse", "keyboard": "usb-kbd"][input.kind.rawValue] ?? "usb-tablet"
-                var port = input.usbPort
-                if port == nil {
-                    while explicitPorts.contains("\(nextPort)") { nextPort += 1 }
-                    port = "\(nextPort)"
-                    nextPort += 1
-                }
-                addDevice(["driver": .string(driver), "id": .string(input.alias), "bus": "usb.0", "port": .string(port ?? "1")])
+                addDevice(["driver": .string(driver), "id": .string(input.alias), "bus": "usb.0", "port": .string(ports[input.alias] ?? "1")])
             case .virtio:
                 let driver = "virtio-\(input.kind == .tablet ? "tablet" : input.kind.rawValue)-pci"
                 var props: JSONObject = ["driver": .string(driver), "id": .string(input.alias)]

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+@testable import ShimKit
+
+/// Constructs the libvirt conformance suite brought in: each as libvirt 9.0
+/// writes it on argv (`Tests/conformance` checks the guest-visible result
+/// against a real libvirt).
+@Suite struct HardwareCoverage {
+    func devices(_ plan: LaunchPlan) -> [String] {
+        plan.arguments.indices.dropLast().filter { plan.arguments[$0] == "-device" }.map { plan.arguments[$0 + 1] }
+    }
+
+    @Test func cpusetIsParsedLikeLibvirt() throws {
+        #expect(DomainParser.parseCPUSet("0-3,^2,6") == [0, 1, 3, 6])
+        #expect(DomainParser.parseCPUSet("1") == [1])
+        for bad in ["", "a", "3-1", "^1", "0-8192", "1,,2"] {
+            #expect(DomainParser.parseCPUSet(bad) == nil, "\(bad)")
+        }
+        let xml = domainXML().replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu cpuset='0-1,^1'>1</vcpu>")
+        let spec = try Fixtures.prepare(xml)
+        #expect(spec.vcpus.cpusetCPUs == [0] && spec.vcpus.cpuset == "0-1,^1")
+        let bad = domainXML().replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu cpuset='x'>1</vcpu>")
+        #expect(throws: ShimError.self) { try Fixtures.prepare(bad) }
+    }
+
+    @Test func scsiDisksGetLibvirtsAddressesAliasesAndControllers() throws {
+        let xml = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='sdi'/></disk>
+                <disk type='file' device='cdrom'><target dev='sda' bus='scsi'/></disk>
+                <controller type='scsi' index='1' model='virtio-scsi'><driver queues='2' ioeventfd='on'/></controller>
+            """)
+        let plan = try Fixtures.plan(xml)
+        let lines = devices(plan)
+        // sd* defaults to the scsi bus; sdi (index 8) is controller 1 unit 1 on a narrow bus.
+        #expect(lines.contains(#"{"driver":"lsi","id":"scsi0","bus":"pci.0","addr":"0x3"}"#), "\(lines)")
+        #expect(lines.contains(#"{"driver":"virtio-scsi-pci","id":"scsi1","num_queues":2,"ioeventfd":true,"bus":"pci.0","addr":"0x2"}"#), "\(lines)")
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"scsi-cd","bus":"scsi0.0","scsi-id":0,"device_id":"drive-scsi0-0-0","id":"scsi0-0-0""#) }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"scsi-hd","bus":"scsi1.0","channel":0,"scsi-id":0,"lun":1,"device_id":"drive-scsi1-0-0-1","drive":"#) }, "\(lines)")
+    }
+
+    @Test func usbDisksTakePortsBeforeInputDevices() throws {
+        let xml = domainXML(devices: """
+                <input type='tablet' bus='usb'/>
+                <disk type='file' device='disk'><source file='/a'/><target dev='sdb' bus='usb' removable='on'/></disk>
+            """)
+        let lines = devices(try Fixtures.plan(xml))
+        #expect(lines.contains { $0.contains(#""driver":"usb-storage","bus":"usb.0","port":"1""#) && $0.contains(#""id":"usb-disk1""#) && $0.hasSuffix(#""removable":true}"#) }, "\(lines)")
+        #expect(lines.contains { $0.contains(#""driver":"usb-tablet""#) && $0.contains(#""port":"2""#) }, "\(lines)")
+    }
+
+    @Test func watchdogsAndTheirAction() throws {
+        let isa = try Fixtures.plan(domainXML(devices: "    <watchdog model='ib700' action='poweroff'/>"))
+        let args = isa.arguments
+        let index = try #require(args.firstIndex(of: #"{"driver":"ib700","id":"watchdog0"}"#))
+        #expect(args[index + 1] == "-watchdog-action" && args[index + 2] == "poweroff")
+        let pci = try Fixtures.plan(domainXML(devices: "    <watchdog model='i6300esb'/>"))
+        #expect(devices(pci).contains { $0.hasPrefix(#"{"driver":"i6300esb","id":"watchdog0","bus":"pci.0""#) })
+        #expect(pci.arguments.contains("reset"))
+    }
+
+    @Test func virtioNetDriverKnobsComeBeforeTheNetdev() throws {
+        let xml = domainXML(devices: """
+                <interface type='user'><mac address='52:54:00:00:00:09'/><model type='virtio'/><driver name='qemu' txmode='timer' event_idx='off' rx_queue_size='512'/><mtu size='9000'/></interface>
+            """)
+        let lines = devices(try Fixtures.plan(xml))
+        #expect(lines.contains(#"{"driver":"virtio-net-pci","tx":"timer","event_idx":false,"rx_queue_size":512,"host_mtu":9000,"netdev":"hostnet0","id":"net0","mac":"52:54:00:00:00:09","bus":"pci.0","addr":"0x2"}"#), "\(lines)")
+    }
+
+    @Test func floppyControllerAndTimerCatchup() throws {
+        let pc = domainXML(devices: "    <controller type='fdc' index='0'/>", extra: """
+              <clock offset='utc'><timer name='pit' tickpolicy='catchup'><catchup threshold='123'/></timer><timer name='hpet' tickpolicy='catchup'/></clock>
+            """)
+        let plan = try Fixtures.plan(pc)
+        #expect(!plan.arguments.contains { $0.contains("lost_tick_policy") })
+        let q35 = domainXML(devices: "    <controller type='fdc' index='0'/>", machine: "q35")
+        #expect(throws: ShimError.self) { try Fixtures.plan(q35) }
+    }
+
+    @Test func ioh3420RootPorts() throws {
+        let xml = domainXML(devices: """
+                <controller type='pci' index='0' model='pcie-root'/>
+                <controller type='pci' index='1' model='pcie-root-port'><model name='ioh3420'/><target chassis='40' port='0x1a'/></controller>
+            """, machine: "q35")
+        #expect(devices(try Fixtures.plan(xml)).contains { $0.hasPrefix(#"{"driver":"ioh3420","port":26,"chassis":40,"id":"pci.1""#) })
+    }
+}
