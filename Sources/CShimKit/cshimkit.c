@@ -168,8 +168,9 @@ static void *spawn_thread(void *argument) {
             if (cpu >= 0 && (size_t)cpu < CPU_SETSIZE * 8) CPU_SET_S((size_t)cpu, size, set);
         }
         int rc = sched_setaffinity(0, size, set);
+        int saved = errno;
         CPU_FREE(set);
-        if (rc != 0) { job->failed_step = "sched_setaffinity"; job->result = errno; return NULL; }
+        if (rc != 0) { job->failed_step = "sched_setaffinity"; job->result = saved; return NULL; }
     }
     if (job->confinement->set_ids) {
         /* Raw syscalls: glibc's wrappers would change every thread of the shim. */

@@ -43,6 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 DEFAULT_CORPUS = REPO / "Tests/ShimKitTests/Fixtures/libvirt-tests"
+#: Domain XML shaped like what virt-install and KubeVirt write (ours, not libvirt's).
+REAL_TOOLS_CORPUS = HERE / "real-tools"
 VIRSH = ["virsh", "-q", "-c", "qemu:///system"]
 QEMU = "/usr/bin/qemu-system-x86_64"
 GUEST_DIR = Path(os.environ.get("VMSHIM_GUEST_DIR", "/var/lib/vmshim/images/tiny"))
@@ -50,6 +52,11 @@ GUEST_DIR = Path(os.environ.get("VMSHIM_GUEST_DIR", "/var/lib/vmshim/images/tiny
 
 class Refused(Exception):
     """One side would not define or start the domain."""
+
+
+class QMPError(Exception):
+    """QEMU answered a query with an error (some properties do not exist on
+    every machine); anything else failing while gathering is a harness error."""
 
 
 # ---------------------------------------------------------------- preparation
@@ -226,7 +233,7 @@ def gather(qmp, qemu_pid: int) -> dict:
             continue
         try:
             properties[name] = qmp("qom-get", {"path": "/machine", "property": name})
-        except Refused:
+        except QMPError:
             continue
     facts["machine properties"] = properties
     facts["uuid"] = qmp("query-uuid")["UUID"]
@@ -244,7 +251,7 @@ def gather(qmp, qemu_pid: int) -> dict:
     try:
         balloon = qmp("query-balloon")
         facts["balloon actual"] = balloon["actual"]
-    except Refused:
+    except QMPError:
         facts["balloon actual"] = None
     balloon_paths = [
         f"/machine/peripheral/{d['qdev_id']}"
@@ -255,6 +262,9 @@ def gather(qmp, qemu_pid: int) -> dict:
         qmp("qom-get", {"path": p, "property": "guest-stats-polling-interval"}) for p in balloon_paths
     ]
     facts["argv"] = _argv_facts(qemu_pid)
+    # not guest-visible, but what <vcpu cpuset> asks for
+    status = Path(f"/proc/{qemu_pid}/status").read_text()
+    facts["cpu affinity"] = re.search(r"^Cpus_allowed_list:\s*(\S+)", status, re.M).group(1)
     return facts
 
 
@@ -331,7 +341,7 @@ def _argv_facts(pid: int) -> dict:
     config built from argv; QMP cannot read them back."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     argv = [a.decode() for a in argv if a]
-    facts: dict[str, list[str]] = {"-smbios": [], "-boot": [], "-rtc": [], "-global": []}
+    facts: dict[str, list[str]] = {"-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": []}
     for option, value in zip(argv, argv[1:]):
         if option in facts:
             facts[option].append(value)
@@ -369,9 +379,12 @@ def under_libvirt(prepared: Prepared, work: Path) -> dict:
             request = {"execute": command}
             if arguments:
                 request["arguments"] = arguments
-            reply = json.loads(virsh("qemu-monitor-command", prepared.name, json.dumps(request)).stdout)
+            result = virsh("qemu-monitor-command", prepared.name, json.dumps(request), check=False)
+            if result.returncode != 0:  # QMP's own errors come back in the reply
+                raise RuntimeError(f"virsh qemu-monitor-command {command}: {result.stderr.strip()}")
+            reply = json.loads(result.stdout)
             if "error" in reply:
-                raise Refused(reply["error"].get("desc", str(reply)))
+                raise QMPError(reply["error"].get("desc", str(reply)))
             return reply["return"]
 
         return gather(qmp, pid)
@@ -393,6 +406,7 @@ def under_vmshim(prepared: Prepared, work: Path, vmshim: str) -> dict:
         [vmshim, "run", "--run-root", str(root), "--registrar", "none", "--paused", str(path)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    status: dict | None = None
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -422,17 +436,24 @@ def under_vmshim(prepared: Prepared, work: Path, vmshim: str) -> dict:
             except ValueError:
                 raise RuntimeError(f"vmshim qmp {command}: {result.stderr.strip() or result.stdout.strip()}")
             if "error" in reply:
-                raise Refused(reply["error"].get("desc", str(reply)))
+                raise QMPError(reply["error"].get("desc", str(reply)))
             return reply["return"] if "return" in reply else reply
 
         return gather(qmp, int(status["qemu"]["pid"]))
     finally:
         if process.poll() is None:
-            subprocess.run([vmshim, "destroy", "--run-root", str(root), prepared.name],
-                           capture_output=True, timeout=60)
             try:
+                subprocess.run([vmshim, "destroy", "--run-root", str(root), prepared.name],
+                               capture_output=True, timeout=60)
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                # QEMU has a session of its own: killing the shim's group leaves it
+                qemu = (status or {}).get("qemu") or {}
+                if qemu.get("pid"):
+                    try:
+                        os.kill(int(qemu["pid"]), 9)
+                    except ProcessLookupError:
+                        pass
                 os.killpg(process.pid, 9)
                 process.wait()
         log.close()
@@ -509,7 +530,8 @@ def run_one(source: Path, vmshim: str, keep: bool) -> Outcome:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vmshim", required=True, help="the vmshim binary")
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, action="append",
+                        help="a folder of domain XMLs (repeatable; default: libvirt's test corpus and real-tools/)")
     parser.add_argument("--only", action="append", default=[], help="run only these tests (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the outcomes here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
@@ -523,7 +545,8 @@ def main() -> int:
               "start it with 'virtlogd -d; libvirtd -d'", file=sys.stderr)
         return 2
 
-    files = sorted(args.corpus.glob("*.xml"))
+    corpora = args.corpus or [DEFAULT_CORPUS, REAL_TOOLS_CORPUS]
+    files = [f for corpus in corpora for f in sorted(corpus.glob("*.xml"))]
     if args.only:
         files = [f for f in files if f.stem in args.only]
     outcomes = []
@@ -536,6 +559,10 @@ def main() -> int:
         for line in outcome.detail:
             print(f"    {line}", flush=True)
 
+    print()
+    for corpus in corpora:
+        mine = [o for o, f in zip(outcomes, files) if f.parent == corpus and o.kind != "libvirt refuses"]
+        print(f"{corpus.name}: {sum(o.kind == 'identical' for o in mine)} of {len(mine)} identical")
     counted = [o for o in outcomes if o.kind != "libvirt refuses"]
     identical = [o for o in counted if o.kind == "identical"]
     refused = [o for o in counted if o.kind == "vmshim refuses"]

@@ -62,6 +62,7 @@ public struct DomainDefaults {
         try arrangeControllers(&spec, isQ35: isQ35)
         try arrangeCharDevices(&spec)
         try arrangeInputsAndVideo(&spec)
+        try checkIOThreadReferences(spec)
         if spec.devices.memballoon == nil {
             spec.devices.memballoon = DomainSpec.Memballoon(model: .virtio, autodeflate: nil, freePageReporting: nil)
         }
@@ -122,6 +123,9 @@ public struct DomainDefaults {
                 if disk.driveAddress == nil {
                     // libvirt's narrow-bus default (7 units per controller) for every model.
                     let i = DomainParser.diskIndex(disk.targetDev) ?? 0
+                    guard i / 7 <= 31 else {
+                        throw error("disk '\(disk.targetDev)': its default SCSI address needs controller \(i / 7); give it an <address type='drive'> on controller 0 to 31", at: disk.xmlLine)
+                    }
                     disk.driveAddress = DriveAddress(controller: i / 7, bus: 0, unit: i % 7)
                 }
                 if let address = disk.driveAddress, address.bus != 0 {
@@ -148,6 +152,20 @@ public struct DomainDefaults {
             arranged[index] = disk
         }
         spec.devices.disks = arranged
+    }
+
+    /// Disks and controllers name iothreads the domain defines.
+    func checkIOThreadReferences(_ spec: DomainSpec) throws {
+        for disk in spec.devices.disks {
+            if let id = disk.iothread, !spec.iothreadIDs.contains(id) {
+                throw error("disk '\(disk.targetDev)': iothread \(id) is not defined (see <iothreads>/<iothreadids>)", at: disk.xmlLine)
+            }
+        }
+        for controller in spec.devices.controllers {
+            if let id = controller.scsiIOThread, !spec.iothreadIDs.contains(id) {
+                throw error("SCSI controller \(controller.index): iothread \(id) is not defined (see <iothreads>/<iothreadids>)", at: controller.xmlLine)
+            }
+        }
     }
 
     // MARK: - Controllers
@@ -205,9 +223,11 @@ public struct DomainDefaults {
         if isQ35, !has(.sata, 0) { explicit.append(implicitController(.sata, 0, nil)) }
         // …then the controllers devices need.
         // libvirt adds SCSI controllers for SCSI disks first, with its default model for QEMU with lsi.
-        let scsiControllers = Set(spec.devices.disks.filter { $0.bus == .scsi }.compactMap { $0.driveAddress?.controller })
-        for index in scsiControllers.sorted() where !has(.scsi, index) {
-            explicit.append(implicitController(.scsi, index, "lsilogic"))
+        // Like libvirt (virDomainDefAddDiskControllersForType): every index up to the highest used.
+        if let highest = spec.devices.disks.filter({ $0.bus == .scsi }).compactMap({ $0.driveAddress?.controller }).max() {
+            for index in 0...highest where !has(.scsi, index) {
+                explicit.append(implicitController(.scsi, index, "lsilogic"))
+            }
         }
         for index in explicit.indices where explicit[index].kind == .scsi && explicit[index].model == nil {
             explicit[index].model = "lsilogic"
@@ -295,6 +315,28 @@ public struct DomainDefaults {
         }
         for disk in spec.devices.disks where disk.bus == .usb && usbModel == "none" {
             throw error("USB disk '\(disk.targetDev)' needs a USB controller, but the domain has model='none'", at: disk.xmlLine)
+        }
+        // USB ports, as libvirt counts them (virDomainUSBAddressControllerModelToPorts).
+        let usbDevices: [(port: String?, line: Int?)] =
+            spec.devices.disks.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
+            + spec.devices.inputs.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
+        if let usbModel, usbModel != "none", !usbDevices.isEmpty {
+            let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }
+            let capacity = usbModel == "piix3-uhci" ? 2 : (controller?.ports ?? 4)
+            var taken = Set<String>()
+            for device in usbDevices {
+                guard let port = device.port else { continue }
+                guard taken.insert(port).inserted else { throw error("two USB devices use port \(port)", at: device.line) }
+                if let number = Int(port), number > capacity {
+                    throw error("USB port \(port) does not exist: the \(usbModel) controller has \(capacity)", at: device.line)
+                }
+            }
+            if usbDevices.count > capacity {
+                throw error(
+                    "\(usbDevices.count) USB devices need more than the \(capacity) ports of the \(usbModel) controller; "
+                        + "libvirt would add a USB hub, which vmshim does not do yet",
+                    at: usbDevices[capacity].line, code: .unsupported)
+            }
         }
         // libvirt always lists a PS/2 mouse and keyboard on x86 (they are part of the chipset).
         for kind in [DomainSpec.Input.Kind.mouse, .keyboard]

@@ -159,12 +159,24 @@ extension DomainParser {
             throw reader.unsupported(element, "disk device='\(deviceRaw)' (vmshim supports disk and cdrom)")
         }
         if reader.attribute(element, "snapshot") != nil { throw reader.unsupported(element, "disk snapshot") }
+        let diskModel = reader.attribute(element, "model")
+        switch diskModel {
+        case nil, "virtio", "virtio-non-transitional": break
+        case "virtio-transitional"?:
+            throw reader.unsupported(element, "disk model='virtio-transitional' (its conventional-PCI placement on q35 is not done yet)")
+        case let other?:
+            throw reader.error(element, "unknown disk model '\(other)' (virtio, virtio-transitional, virtio-non-transitional)")
+        }
         if element.attribute("rawio") != nil { throw reader.unsupported(element, "rawio") }
 
         var format = DomainSpec.Disk.Format.raw
         var cache: DomainSpec.Disk.Cache?
         var io: DomainSpec.Disk.IO?
         var discard: DomainSpec.Disk.Discard?
+        var iothread: Int?
+        var queues: Int?
+        var errorPolicy: String?
+        var readErrorPolicy: String?
         if let driver = try reader.child(element, "driver") {
             if let name = reader.attribute(driver, "name"), name != "qemu" {
                 throw reader.error(driver, "driver name='\(name)' must be 'qemu'")
@@ -178,6 +190,19 @@ extension DomainParser {
             cache = try reader.enumAttribute(driver, "cache", DomainSpec.Disk.Cache.self)
             io = try reader.enumAttribute(driver, "io", DomainSpec.Disk.IO.self)
             discard = try reader.enumAttribute(driver, "discard", DomainSpec.Disk.Discard.self)
+            for (attribute, allowed) in [("error_policy", ["stop", "report", "ignore", "enospace"]), ("rerror_policy", ["stop", "report", "ignore"])] {
+                guard let value = reader.attribute(driver, attribute) else { continue }
+                guard allowed.contains(value) else {
+                    throw reader.error(driver, "\(attribute)='\(value)' must be one of \(allowed.joined(separator: ", "))")
+                }
+                if attribute == "error_policy" { errorPolicy = value } else { readErrorPolicy = value }
+            }
+            iothread = try reader.intAttribute(driver, "iothread", range: 1...Int(Int32.max))
+            queues = try reader.intAttribute(driver, "queues", range: 1...1024)
+            if let mapping = try reader.child(driver, "iothreads") {
+                // Newer than libvirt 9.0, which drops it without a word.
+                throw reader.unsupported(mapping, "per-queue iothread mapping (QEMU's iothread-vq-mapping)")
+            }
             if io == .native, let cache, cache != .none, cache != .directsync {
                 throw reader.error(driver, "io='native' needs cache='none' or 'directsync' (libvirt refuses it too)")
             }
@@ -251,6 +276,16 @@ extension DomainParser {
             bootOrder: try bootOrder(element))
         disk.startupPolicy = startupPolicy
         disk.removable = removable
+        if iothread != nil || queues != nil {
+            guard bus == .virtio else { throw reader.error(element, "<driver iothread|queues> apply to virtio disks only") }
+        }
+        disk.iothread = iothread
+        disk.queues = queues
+        if diskModel != nil, bus != .virtio { throw reader.error(element, "a disk model applies to virtio disks only") }
+        disk.nonTransitional = diskModel == "virtio-non-transitional"
+        // libvirt: rerror follows error_policy unless given; 'enospace' is werror-only (QEMU's enospc).
+        disk.writeErrorPolicy = errorPolicy == "enospace" ? "enospc" : errorPolicy
+        disk.readErrorPolicy = readErrorPolicy ?? (errorPolicy == "enospace" ? nil : errorPolicy)
         disk.backingChain = backingChain
         disk.backingChainComplete = backingChainComplete
         disk.alias = try userAlias(element)
@@ -265,7 +300,12 @@ extension DomainParser {
             disk.driveAddress = address
         case .usb(let port)?:
             guard bus == .usb else { throw reader.error(element, "only USB disks take a USB address") }
-            disk.usbPort = port.isEmpty ? nil : port
+            if !port.isEmpty {
+                guard port.split(separator: ".").allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
+                    throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
+                }
+                disk.usbPort = port
+            }
         case nil:
             break
         default:
@@ -345,24 +385,27 @@ extension DomainParser {
         case .ide, .sata:
             break
         case .scsi:
-            let allowed = ["lsilogic", "virtio-scsi"]
+            let allowed = ["lsilogic", "virtio-scsi", "virtio-non-transitional"]
             if let model = controller.model, !allowed.contains(model) {
-                throw reader.unsupported(element, "SCSI controller model '\(model)' (supported: lsilogic, virtio-scsi)")
+                throw reader.unsupported(element, "SCSI controller model '\(model)' (supported: \(allowed.joined(separator: ", ")))")
             }
             if let driver = try reader.child(element, "driver") {
-                guard controller.model == "virtio-scsi" else {
+                guard controller.model == "virtio-scsi" || controller.model == "virtio-non-transitional" else {
                     throw reader.error(driver, "SCSI controller <driver> settings need model='virtio-scsi'")
                 }
                 controller.scsiQueues = try reader.intAttribute(driver, "queues", range: 1...1024)
                 controller.scsiCmdPerLun = try reader.intAttribute(driver, "cmd_per_lun", range: 1...65535)
                 controller.scsiMaxSectors = try reader.intAttribute(driver, "max_sectors", range: 1...65535)
                 controller.scsiIOEventFD = try reader.boolAttribute(driver, "ioeventfd")
-                if driver.attribute("iothread") != nil { throw reader.unsupported(driver, "SCSI controller iothread") }
+                controller.scsiIOThread = try reader.intAttribute(driver, "iothread", range: 1...Int(Int32.max))
             }
         case .fdc:
             // The i440fx board's built-in floppy controller: no device of its own.
             guard index == 0 else { throw reader.error(element, "only one floppy controller (index 0) exists") }
         case .virtioSerial:
+            if let model = controller.model, model != "virtio", model != "virtio-non-transitional" {
+                throw reader.unsupported(element, "virtio-serial controller model '\(model)' (supported: virtio, virtio-non-transitional)")
+            }
             controller.ports = try reader.intAttribute(element, "ports", range: 1...31)
             if element.attribute("vectors") != nil { throw reader.unsupported(element, "virtio-serial vectors") }
         }
@@ -398,10 +441,13 @@ extension DomainParser {
             reader.ignoreAttributes(macElement, "type", "check")
         }
         var model = DomainSpec.Interface.Model.rtl8139  // libvirt's default NIC model on x86
+        var nonTransitional = false
         if let modelElement = try reader.child(element, "model") {
             let type = try reader.requiredAttribute(modelElement, "type")
-            guard let value = DomainSpec.Interface.Model(rawValue: type) else {
-                throw reader.unsupported(modelElement, "NIC model '\(type)' (supported: virtio, e1000, e1000e, rtl8139)")
+            nonTransitional = type == "virtio-non-transitional"
+            guard let value = nonTransitional ? .virtio : DomainSpec.Interface.Model(rawValue: type) else {
+                throw reader.unsupported(
+                    modelElement, "NIC model '\(type)' (supported: virtio, virtio-non-transitional, e1000, e1000e, rtl8139)")
             }
             model = value
         }
@@ -438,7 +484,31 @@ extension DomainParser {
         if let driver = try reader.child(element, "driver") {
             tuning = try parseVirtioNetDriver(driver, model: model)
         }
-        for unsupported in ["script", "ip", "route", "bandwidth", "filterref", "tune", "rom", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
+        var script: String?
+        if let scriptElement = try reader.child(element, "script") {
+            guard kind == .ethernet else {
+                throw reader.unsupported(scriptElement, "<script> on interface type='\(typeRaw)' (it applies to ethernet)")
+            }
+            let path = try reader.requiredAttribute(scriptElement, "path")
+            // libvirt accepts an empty path as "no script".
+            guard path.isEmpty || path.hasPrefix("/") else {
+                throw reader.error(scriptElement, "script path '\(path)' must be absolute")
+            }
+            script = path.isEmpty ? nil : path
+        }
+        var rom: (enabled: Bool?, bar: Bool?, file: String?) = (nil, nil, nil)
+        if let romElement = try reader.child(element, "rom") {
+            rom.enabled = try reader.boolAttribute(romElement, "enabled")
+            rom.bar = try reader.boolAttribute(romElement, "bar")
+            if let file = reader.attribute(romElement, "file") {
+                guard file.isEmpty || file.hasPrefix("/") else { throw reader.error(romElement, "rom file '\(file)' must be absolute") }
+                rom.file = file
+            }
+            if rom.enabled == false, rom.bar != nil || rom.file != nil {
+                throw reader.error(romElement, "a disabled ROM takes no bar or file (libvirt refuses it too)")
+            }
+        }
+        for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
@@ -447,6 +517,9 @@ extension DomainParser {
             kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind == .ethernet ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
         nic.virtioTuning = tuning
+        nic.nonTransitional = nonTransitional
+        (nic.romEnabled, nic.romBar, nic.romFile) = rom
+        nic.script = script
         nic.alias = try userAlias(element)
         nic.pciAddress = try pciAddress(element)
         return nic
@@ -717,8 +790,9 @@ extension DomainParser {
 
     func parseMemballoon(_ element: XMLElement) throws -> DomainSpec.Memballoon {
         let modelRaw = try reader.requiredAttribute(element, "model")
-        guard let model = DomainSpec.Memballoon.Model(rawValue: modelRaw) else {
-            throw reader.unsupported(element, "memballoon model '\(modelRaw)' (supported: virtio, none)")
+        let nonTransitional = modelRaw == "virtio-non-transitional"
+        guard let model = nonTransitional ? .virtio : DomainSpec.Memballoon.Model(rawValue: modelRaw) else {
+            throw reader.unsupported(element, "memballoon model '\(modelRaw)' (supported: virtio, virtio-non-transitional, none)")
         }
         var balloon = DomainSpec.Memballoon(
             model: model, autodeflate: try reader.boolAttribute(element, "autodeflate"),
@@ -727,6 +801,7 @@ extension DomainParser {
             balloon.statsPeriodSeconds = try reader.intAttribute(stats, "period", range: 0...Int(Int32.max))
         }
         if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "memballoon <driver>") }
+        balloon.nonTransitional = nonTransitional
         balloon.alias = try userAlias(element)
         balloon.pciAddress = try pciAddress(element)
         if model == .none, balloon.pciAddress != nil || balloon.statsPeriodSeconds != nil {
@@ -737,7 +812,9 @@ extension DomainParser {
 
     func parseRNG(_ element: XMLElement) throws -> DomainSpec.RNG {
         let model = try reader.requiredAttribute(element, "model")
-        guard model == "virtio" else { throw reader.unsupported(element, "rng model '\(model)' (only virtio)") }
+        guard model == "virtio" || model == "virtio-non-transitional" else {
+            throw reader.unsupported(element, "rng model '\(model)' (supported: virtio, virtio-non-transitional)")
+        }
         guard let backendElement = try reader.child(element, "backend") else {
             throw reader.error(element, "missing <backend model='random'>/dev/urandom</backend>")
         }
@@ -765,6 +842,7 @@ extension DomainParser {
         if let driver = try reader.child(element, "driver") { throw reader.unsupported(driver, "rng <driver>") }
         rng.alias = try userAlias(element)
         rng.pciAddress = try pciAddress(element)
+        rng.nonTransitional = model == "virtio-non-transitional"
         return rng
     }
 

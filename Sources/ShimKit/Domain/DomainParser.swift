@@ -97,6 +97,7 @@ public struct DomainParser {
         spec.registerCgroup = registerCgroup
         spec.tuning = tuning
         spec.sysinfo = try parseSysinfo(root, uuid: &spec.uuid)
+        spec.iothreadIDs = try parseIOThreads(root)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
             throw reader.error(
                 element,
@@ -349,6 +350,16 @@ public struct DomainParser {
             if reader.attribute(apic, "eoi") != nil { throw reader.unsupported(apic, "apic eoi") }
         }
         if try reader.child(element, "pae") != nil { features.pae = true }
+        func state(_ name: String) throws -> Bool? {
+            guard let child = try reader.child(element, name) else { return nil }
+            return try reader.boolAttribute(child, "state") ?? true
+        }
+        features.vmport = try state("vmport")
+        features.pmu = try state("pmu")
+        if let smm = try reader.child(element, "smm") {
+            features.smm = try reader.boolAttribute(smm, "state") ?? true
+            if let tseg = try reader.child(smm, "tseg") { throw reader.unsupported(tseg, "SMM <tseg> size") }
+        }
         return features
     }
 
@@ -502,6 +513,40 @@ public struct DomainParser {
     /// `<memtune>`, `<cputune>` and `<blkiotune>`, with libvirt's ranges. The
     /// parts vmshim does not apply (pinning, emulator and iothread periods,
     /// per-device I/O limits, min_guarantee) stay unread and are refused.
+    /// `<iothreads>N</iothreads>` and `<iothreadids>`: like libvirt, the listed
+    /// ids first, then the lowest unused ids up to N.
+    func parseIOThreads(_ root: XMLElement) throws -> [Int] {
+        var ids: [Int] = []
+        if let list = try reader.child(root, "iothreadids") {
+            for element in reader.children(list, "iothread") {
+                guard let id = try reader.intAttribute(element, "id", range: 1...Int(Int32.max)) else {
+                    throw reader.error(element, "an <iothread> needs an id")
+                }
+                guard !ids.contains(id) else { throw reader.error(element, "iothread id \(id) is listed twice") }
+                for unsupported in ["thread_pool_min", "thread_pool_max"] where element.attribute(unsupported) != nil {
+                    throw reader.unsupported(element, "iothread \(unsupported)")
+                }
+                if let poll = try reader.child(element, "poll") { throw reader.unsupported(poll, "iothread <poll> tuning") }
+                ids.append(id)
+            }
+        }
+        if let element = try reader.child(root, "iothreads") {
+            let text = element.text.trimmingWhitespace()
+            guard let count = Int(text), count >= 0, count <= 1024 else {
+                throw reader.error(element, "'\(text)' is not an iothread count (0 to 1024)")
+            }
+            guard count >= ids.count else {
+                throw reader.error(element, "\(count) iothreads, but <iothreadids> lists \(ids.count)")
+            }
+            var next = 1
+            while ids.count < count {
+                while ids.contains(next) { next += 1 }
+                ids.append(next)
+            }
+        }
+        return ids
+    }
+
     func parseTuning(_ root: XMLElement) throws -> DomainSpec.Tuning {
         var tuning = DomainSpec.Tuning()
         if let memtune = try reader.child(root, "memtune") {

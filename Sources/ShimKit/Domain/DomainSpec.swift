@@ -25,6 +25,8 @@ public struct DomainSpec: Sendable, Equatable {
     public var registerCgroup: Bool = true
     /// `<memtune>`, `<cputune>`, `<blkiotune>`: limits for the VM's cgroup.
     public var tuning = Tuning()
+    /// `<iothreads>` / `<iothreadids>`: the ids of QEMU's iothread objects (`iothreadN`).
+    public var iothreadIDs: [Int] = []
     /// `<sysinfo type='smbios'>` when `<os><smbios mode='sysinfo'/>` selects
     /// it: QEMU's `-smbios` tables. nil leaves QEMU's own.
     public var sysinfo: Sysinfo? = nil
@@ -146,6 +148,10 @@ extension DomainSpec {
         public var acpi: Bool
         public var apic: Bool
         public var pae: Bool
+        /// `<vmport state>`, `<smm state>`, `<pmu state>`: nil leaves QEMU's default.
+        public var vmport: Bool? = nil
+        public var smm: Bool? = nil
+        public var pmu: Bool? = nil
     }
 
     public struct Clock: Sendable, Equatable {
@@ -304,6 +310,14 @@ extension DomainSpec {
         public var driveAddress: DriveAddress?
         /// usb: `<address type='usb' port>` (nil: the first free port).
         public var usbPort: String?
+        /// `model='virtio-non-transitional'`: the modern-only virtio device.
+        public var nonTransitional = false
+        /// `<driver error_policy rerror_policy>` as QEMU's werror/rerror.
+        public var writeErrorPolicy: String?
+        public var readErrorPolicy: String?
+        /// virtio: `<driver iothread queues>`.
+        public var iothread: Int?
+        public var queues: Int?
         /// usb and scsi: `<target removable>`.
         public var removable: Bool?
     }
@@ -325,6 +339,7 @@ extension DomainSpec {
         public var scsiCmdPerLun: Int?
         public var scsiMaxSectors: Int?
         public var scsiIOEventFD: Bool?
+        public var scsiIOThread: Int?
         /// `<model name>`: the QEMU device when not the default (ioh3420 for a pcie-root-port).
         public var deviceName: String?
         /// pcie-root-port: chassis and port numbers; pci-bridge: chassisNr.
@@ -354,8 +369,16 @@ extension DomainSpec {
         public var mtu: Int?
         public var linkUp: Bool
         public var bootOrder: Int?
+        /// `<model type='virtio-non-transitional'>`: the modern-only virtio device.
+        public var nonTransitional = false
+        /// `<rom enabled bar file>`: nil leaves QEMU's default ROM.
+        public var romEnabled: Bool? = nil
+        public var romBar: Bool? = nil
+        public var romFile: String? = nil
         /// virtio only: `<driver txmode ioeventfd event_idx rx_queue_size tx_queue_size>`.
         public var virtioTuning = VirtioNetTuning()
+        /// ethernet: `<script path>`, run with the tap's name before the guest's vCPUs first run.
+        public var script: String? = nil
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
@@ -462,6 +485,7 @@ extension DomainSpec {
         public var autodeflate: Bool?
         public var freePageReporting: Bool?
         public var statsPeriodSeconds: Int?
+        public var nonTransitional = false
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?
@@ -476,6 +500,7 @@ extension DomainSpec {
             case builtin
         }
         public var backend: Backend
+        public var nonTransitional = false
         public var rateBytes: Int?
         public var ratePeriodMilliseconds: Int?
         public var alias: String = ""

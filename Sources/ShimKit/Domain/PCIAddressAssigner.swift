@@ -109,7 +109,7 @@ struct PCIAddressAssigner {
             case .virtioSerial:
                 list.append(Consumer(device: .controller(i), name: c.alias, isExpress: true))
             case .scsi:
-                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: c.model == "virtio-scsi"))
+                list.append(Consumer(device: .controller(i), name: c.alias, isExpress: c.model != "lsilogic"))
             }
         }
         // 4. Virtio disks in disk-array order.

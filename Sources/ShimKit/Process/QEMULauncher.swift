@@ -57,6 +57,14 @@ public enum QEMULauncher {
             }
         }
 
+        if let cpus = spec.vcpus.cpusetCPUs,
+            let online = (try? FileIO.readStringIfPresent("/sys/devices/system/cpu/online")).flatMap({ $0 }).flatMap({ DomainParser.parseCPUSet($0.trimmingWhitespace()) }),
+            Set(cpus).isDisjoint(with: online)
+        {
+            throw ShimError(
+                .invalidArgument,
+                "<vcpu cpuset='\(spec.vcpus.cpuset ?? "")'> names no online host CPU (online: \(online.map(String.init).joined(separator: ",")))")
+        }
         try FileIO.makeDirectories(FileIO.parentDirectory(of: logFile), mode: 0o755)
         let logFD = open(logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         guard logFD >= 0 else { throw ShimError.system("cannot open the QEMU log \(logFile)") }

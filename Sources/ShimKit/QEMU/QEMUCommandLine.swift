@@ -69,6 +69,9 @@ public struct QEMUCommandLine {
         add("-name", "guest=\(QEMUOption.escape(spec.name)),debug-threads=on")
         add("-S")
         try addMachineAndCPU()
+        for id in spec.iothreadIDs {
+            add("-object", JSONValue.object(["qom-type": "iothread", "id": .string("iothread\(id)")]).description)
+        }
         add("-uuid", spec.uuid.description)
         addSMBIOS()
         if spec.devices.graphics.isEmpty { add("-display", "none") }
@@ -103,7 +106,11 @@ public struct QEMUCommandLine {
     // MARK: - Machine, CPU, memory, topology
 
     mutating func addMachineAndCPU() throws {
-        var machine = "\(spec.os.machine),usb=off,dump-guest-core=off,memory-backend=pc.ram"
+        var machine = "\(spec.os.machine),usb=off"
+        // libvirt's order (qemuBuildMachineCommandLine).
+        if let vmport = spec.features.vmport { machine += ",vmport=\(vmport ? "on" : "off")" }
+        if let smm = spec.features.smm { machine += ",smm=\(smm ? "on" : "off")" }
+        machine += ",dump-guest-core=off,memory-backend=pc.ram"
         if let hpet = spec.clock.timer(.hpet), hpet.present == false { machine += ",hpet=off" }
         if !spec.features.acpi { machine += ",acpi=off" }
         add("-machine", machine)
@@ -132,14 +139,19 @@ public struct QEMUCommandLine {
                     "CPU mode 'host-passthrough' needs <domain type='kvm'>; with type='qemu' (TCG) use mode='maximum' or a named model (libvirt refuses it too)"
                 )
             }
-            return "host"
+            return "host" + pmu
         case .maximum:
-            return "max" + cpuFeatures()
+            return "max" + cpuFeatures() + pmu
         case .hostModel:
             throw ShimError(.unsupported, "CPU mode 'host-model' is not supported yet; use mode='custom' with a model")
         case .custom:
-            return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures()
+            return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures() + pmu
         }
+    }
+
+    var pmu: String {
+        guard let pmu = spec.features.pmu else { return "" }
+        return ",pmu=\(pmu ? "on" : "off")"
     }
 
     func cpuFeatures() -> String {
@@ -287,14 +299,17 @@ public struct QEMUCommandLine {
             if spec.os.isQ35, controller.index == 0 { return nil }  // built into ICH9
             props["driver"] = "ahci"
         case .scsi:
-            props["driver"] = .string(controller.model == "virtio-scsi" ? "virtio-scsi-pci" : "lsi")
+            props["driver"] = .string(
+                ["virtio-scsi": "virtio-scsi-pci", "virtio-non-transitional": "virtio-scsi-pci-non-transitional"][controller.model ?? ""]
+                    ?? "lsi")
             props["id"] = .string(controller.alias)
             if let queues = controller.scsiQueues { props["num_queues"] = .number(queues) }
             if let value = controller.scsiCmdPerLun { props["cmd_per_lun"] = .number(value) }
             if let value = controller.scsiMaxSectors { props["max_sectors"] = .number(value) }
             if let value = controller.scsiIOEventFD { props["ioeventfd"] = .bool(value) }
+            if let id = controller.scsiIOThread { props["iothread"] = .string("iothread\(id)") }
         case .virtioSerial:
-            props["driver"] = "virtio-serial-pci"
+            props["driver"] = .string(controller.model == "virtio-non-transitional" ? "virtio-serial-pci-non-transitional" : "virtio-serial-pci")
             if let ports = controller.ports { props["max_ports"] = .number(ports) }
         }
         props["id"] = .string(controller.alias)
@@ -384,7 +399,9 @@ public struct QEMUCommandLine {
             var device = JSONObject()
             switch disk.bus {
             case .virtio:
-                device["driver"] = "virtio-blk-pci"
+                device["driver"] = disk.nonTransitional ? "virtio-blk-pci-non-transitional" : "virtio-blk-pci"
+                if let id = disk.iothread { device["iothread"] = .string("iothread\(id)") }
+                if let queues = disk.queues { device["num-queues"] = .number(queues) }
                 addPCIAddress(disk.pciAddress, to: &device)
             case .ide:
                 device["driver"] = .string(disk.device == .cdrom ? "ide-cd" : "ide-hd")
@@ -404,13 +421,13 @@ public struct QEMUCommandLine {
                 if controller?.model == "lsilogic" {
                     // A narrow bus: the unit is the SCSI id, no channel or LUN.
                     device["scsi-id"] = .number(address.unit)
-                    device["device_id"] = .string("drive-scsi\(address.controller)-\(address.bus)-\(address.unit)")
+                    // libvirt: the serial when there is one, else "drive-<alias>" (the guest's VPD id).
+                    device["device_id"] = .string(disk.serial ?? "drive-\(disk.alias)")
                 } else {
                     device["channel"] = .number(address.bus)
                     device["scsi-id"] = .number(address.target)
                     device["lun"] = .number(address.unit)
-                    device["device_id"] = .string(
-                        "drive-scsi\(address.controller)-\(address.bus)-\(address.target)-\(address.unit)")
+                    device["device_id"] = .string(disk.serial ?? "drive-\(disk.alias)")
                 }
             case .usb:
                 device["driver"] = "usb-storage"
@@ -423,9 +440,11 @@ public struct QEMUCommandLine {
             if let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
             // libvirt's order (qemuBuildDiskDeviceProps): removable, write-cache, serial.
             if disk.bus == .usb { device["removable"] = .bool(disk.removable ?? false) }
-            if disk.bus == .scsi, let removable = disk.removable { device["removable"] = .bool(removable) }
+            if disk.bus == .scsi, disk.device == .disk, let removable = disk.removable { device["removable"] = .bool(removable) }
             if let writeCache { device["write-cache"] = .string(writeCache) }
             if let serial = disk.serial { device["serial"] = .string(serial) }
+            if let policy = disk.writeErrorPolicy { device["werror"] = .string(policy) }
+            if let policy = disk.readErrorPolicy { device["rerror"] = .string(policy) }
             addDevice(device)
         }
     }
@@ -444,7 +463,9 @@ public struct QEMUCommandLine {
                 add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
             }
             // libvirt's key order (qemuBuildNicDevProps): the virtio knobs before netdev.
-            var device: JSONObject = ["driver": .string(QEMUCommandLine.nicDriver(nic.model))]
+            var device: JSONObject = [
+                "driver": .string(QEMUCommandLine.nicDriver(nic.model) + (nic.nonTransitional ? "-non-transitional" : ""))
+            ]
             let tuning = nic.virtioTuning
             if let tx = tuning.tx { device["tx"] = .string(tx) }
             if let ioeventfd = tuning.ioeventfd { device["ioeventfd"] = .bool(ioeventfd) }
@@ -457,6 +478,13 @@ public struct QEMUCommandLine {
             device["mac"] = .string(nic.mac)
             if let bootIndex = bootIndex(interface: index) { device["bootindex"] = .number(bootIndex) }
             addPCIAddress(nic.pciAddress, to: &device)
+            // libvirt's qemuBuildRomProps, after the address.
+            if nic.romEnabled == false {
+                device["romfile"] = ""
+            } else {
+                if let bar = nic.romBar { device["rombar"] = .number(bar ? 1 : 0) }
+                if let file = nic.romFile { device["romfile"] = .string(file) }
+            }
             addDevice(device)
         }
     }
@@ -619,7 +647,10 @@ public struct QEMUCommandLine {
 
     mutating func addBalloon() {
         guard let balloon = spec.devices.memballoon, balloon.model == .virtio else { return }
-        var props: JSONObject = ["driver": "virtio-balloon-pci", "id": .string(balloon.alias)]
+        var props: JSONObject = [
+            "driver": .string(balloon.nonTransitional ? "virtio-balloon-pci-non-transitional" : "virtio-balloon-pci"),
+            "id": .string(balloon.alias),
+        ]
         addPCIAddress(balloon.pciAddress, to: &props)
         if let deflate = balloon.autodeflate { props["deflate-on-oom"] = .bool(deflate) }
         if let reporting = balloon.freePageReporting { props["free-page-reporting"] = .bool(reporting) }
@@ -635,7 +666,10 @@ public struct QEMUCommandLine {
             case .builtin:
                 add("-object", JSONValue.object(["qom-type": "rng-builtin", "id": .string(objectID)]).description)
             }
-            var props: JSONObject = ["driver": "virtio-rng-pci", "rng": .string(objectID), "id": .string(rng.alias)]
+            var props: JSONObject = [
+                "driver": .string(rng.nonTransitional ? "virtio-rng-pci-non-transitional" : "virtio-rng-pci"),
+                "rng": .string(objectID), "id": .string(rng.alias),
+            ]
             if let bytes = rng.rateBytes {
                 props["max-bytes"] = .number(bytes)
                 props["period"] = .number(rng.ratePeriodMilliseconds ?? 1000)

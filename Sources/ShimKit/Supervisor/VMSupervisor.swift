@@ -362,6 +362,7 @@ public actor VMSupervisor {
             phases.lap("setup")
             try await attaching?.value
             phases.lap("cgroup-attach")
+            try await runInterfaceScripts(tapNames: launched.tapNames)
             startWatching(client: client, process: launched.process)
             if let saved, let stream, let fd = plan.incomingMigrationFD {
                 try await restoreState(client, saved: saved, stream: stream, fd: fd)
@@ -379,6 +380,38 @@ public actor VMSupervisor {
             _ = try? await attaching?.value
             await failStart(error)
             throw startError(error)
+        }
+    }
+
+    /// `<interface type='ethernet'><script path>`, run as libvirt runs it
+    /// (`script TAPNAME`) once the tap exists. QEMU already holds the tap but
+    /// the guest's vCPUs have not run yet, so the guest sees the tap as the
+    /// script left it. A failing script fails the start, as in libvirt.
+    private func runInterfaceScripts(tapNames: [String: String]) async throws {
+        for nic in spec.devices.interfaces {
+            guard let script = nic.script, let tap = tapNames[nic.alias] else { continue }
+            let logFD = open(config.logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard logFD >= 0 else { throw ShimError.system("cannot open the QEMU log \(config.logFile)") }
+            let spawned: SpawnedProcess
+            do {
+                defer { close(logFD) }
+                spawned = try Spawner.spawn(SpawnSpec(
+                    executable: script, arguments: [script, tap],
+                    environment: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], outputFD: logFD))
+            } catch {
+                throw ShimError(.invalidArgument, "interface '\(nic.alias)': cannot run its <script path='\(script)'>: \(error)", cause: error)
+            }
+            let process = ProcessHandle(spawned)
+            guard let status = await process.waitForExit(timeout: .seconds(60)) else {
+                _ = await process.terminate(grace: .seconds(1))
+                throw ShimError(.timeout, "interface '\(nic.alias)': '\(script) \(tap)' did not finish within 60 s")
+            }
+            guard status == .exited(0) else {
+                throw ShimError(
+                    .invalidArgument,
+                    "interface '\(nic.alias)': '\(script) \(tap)' failed (\(status)); its output is in \(config.logFile)")
+            }
+            logger.info("ran the interface script", metadata: ["script": "\(script)", "tap": "\(tap)"])
         }
     }
 

@@ -83,4 +83,68 @@ import Testing
             """, machine: "q35")
         #expect(devices(try Fixtures.plan(xml)).contains { $0.hasPrefix(#"{"driver":"ioh3420","port":26,"chassis":40,"id":"pci.1""#) })
     }
+
+    @Test func iothreadsAndTheDisksAndControllersUsingThem() throws {
+        let xml = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='vda'/><driver name='qemu' iothread='5' queues='2'/></disk>
+                <controller type='scsi' index='0' model='virtio-scsi'><driver iothread='1'/></controller>
+            """, extra: "  <iothreadids><iothread id='5'/></iothreadids><iothreads>2</iothreads>")
+        let plan = try Fixtures.plan(xml)
+        let objects = plan.arguments.indices.dropLast().filter { plan.arguments[$0] == "-object" }.map { plan.arguments[$0 + 1] }
+        #expect(objects.filter { $0.contains("iothread") } == [
+            #"{"qom-type":"iothread","id":"iothread5"}"#, #"{"qom-type":"iothread","id":"iothread1"}"#,
+        ])
+        let lines = devices(plan)
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-blk-pci","iothread":"iothread5","num-queues":2,"#) }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-scsi-pci","id":"scsi0","iothread":"iothread1","#) }, "\(lines)")
+        let undefined = xml.replacingOccurrences(of: "iothread='5' queues", with: "iothread='7' queues")
+        #expect(throws: ShimError.self) { try Fixtures.plan(undefined) }
+        let mapping = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='vda'/><driver name='qemu'><iothreads><iothread id='1'/></iothreads></driver></disk>
+            """, extra: "  <iothreads>1</iothreads>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(mapping) }
+    }
+
+    @Test func usbPortsAreCountedLikeLibvirt() throws {
+        let three = domainXML(devices: """
+                <input type='tablet' bus='usb'/>
+                <input type='mouse' bus='usb'/>
+                <input type='keyboard' bus='usb'/>
+            """)
+        // piix3-uhci has two ports; libvirt would add a hub.
+        #expect(throws: ShimError.self) { try Fixtures.plan(three) }
+        let clash = domainXML(devices: """
+                <input type='tablet' bus='usb'><address type='usb' bus='0' port='1'/></input>
+                <disk type='file' device='disk'><source file='/a'/><target dev='sdb' bus='usb'/><address type='usb' bus='0' port='1'/></disk>
+            """)
+        #expect(throws: ShimError.self) { try Fixtures.plan(clash) }
+    }
+
+    @Test func featuresVmportSmmAndPmu() throws {
+        let xml = domainXML(extra: "  <features><acpi/><vmport state='off'/><smm state='on'/><pmu state='off'/></features>", machine: "q35")
+        let args = try Fixtures.plan(xml).arguments
+        let machine = try #require(args.firstIndex(of: "-machine").map { args[$0 + 1] })
+        #expect(machine == "q35,usb=off,vmport=off,smm=on,dump-guest-core=off,memory-backend=pc.ram", "\(machine)")
+        #expect(args.firstIndex(of: "-cpu").map { args[$0 + 1] } == "qemu64,pmu=off")
+    }
+
+    @Test func kubevirtStyleDevices() throws {
+        let xml = domainXML(devices: """
+                <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>
+                <disk type='file' device='disk' model='virtio-non-transitional'><source file='/a'/><target dev='vda' bus='virtio'/><driver name='qemu' error_policy='stop'/></disk>
+                <disk type='file' device='disk'><source file='/b'/><target dev='vdb' bus='virtio'/><driver name='qemu' error_policy='enospace' rerror_policy='report'/></disk>
+                <memballoon model='virtio-non-transitional'/>
+                <rng model='virtio-non-transitional'><backend model='random'>/dev/urandom</backend></rng>
+            """)
+        let lines = devices(try Fixtures.plan(xml))
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-net-pci-non-transitional","netdev""#) && $0.hasSuffix(#""romfile":""}"#) }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-blk-pci-non-transitional""#) && $0.hasSuffix(#""werror":"stop","rerror":"stop"}"#) }, "\(lines)")
+        #expect(lines.contains { $0.contains(#""id":"virtio-disk1""#) && $0.hasSuffix(#""werror":"enospc","rerror":"report"}"#) }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-balloon-pci-non-transitional""#) })
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"virtio-rng-pci-non-transitional""#) })
+        let transitional = domainXML(devices: "    <disk type='file' device='disk' model='virtio-transitional'><source file='/a'/><target dev='vda'/></disk>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(transitional) }
+        let disabledWithFile = domainXML(devices: "    <interface type='user'><rom enabled='no' file='/x'/></interface>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(disabledWithFile) }
+    }
 }

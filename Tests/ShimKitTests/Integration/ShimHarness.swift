@@ -44,6 +44,7 @@ final class ShimHarness: @unchecked Sendable {
         var extraDevices = ""
         var panicDevice = false
         var extraTopLevel = ""
+        var vcpuCpuset: String? = nil
     }
 
     init(name: String, _ options: Options = Options()) throws {
@@ -63,7 +64,7 @@ final class ShimHarness: @unchecked Sendable {
               <name>\(name)</name>
               <uuid>\(UUID().uuidString.lowercased())</uuid>
               <memory unit='MiB'>128</memory>
-              <vcpu>1</vcpu>
+              <vcpu\(options.vcpuCpuset.map { " cpuset='\($0)'" } ?? "")>1</vcpu>
               <os>
                 <type arch='x86_64' machine='\(options.machine)'>hvm</type>
                 <kernel>\(guest)/vmlinuz</kernel>

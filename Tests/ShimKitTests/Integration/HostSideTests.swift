@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+@testable import ShimKit
+
+/// Host-side effects of the domain XML that the guest does not see, with
+/// real QEMU: the interface script libvirt runs on a tap, and vCPU affinity.
+@Suite(.serialized) struct HostSideEffects {
+    /// The script runs with the tap's name once the tap exists; a failing
+    /// script fails the start and leaves no QEMU, tap or run directory behind.
+    @Test func interfaceScriptsRunOnTheTapAndAFailureStopsTheStart() async throws {
+        let scratch = try Fixtures.scratchDirectory("ifscript")
+        defer { FileIO.removeTree(scratch) }
+        let record = scratch + "/ran"
+        let good = scratch + "/ifup-ok", bad = scratch + "/ifup-bad"
+        try "#!/bin/sh\necho \"$1 $(cat /sys/class/net/$1/operstate 2>/dev/null)\" > \(record)\n"
+            .write(toFile: good, atomically: true, encoding: .utf8)
+        try "#!/bin/sh\necho 'no bridge for' \"$1\" >&2\nexit 3\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        chmod(good, 0o755)
+        chmod(bad, 0o755)
+        func nic(_ script: String, tap: String) -> String {
+            "<interface type='ethernet'><target dev='\(tap)'/><model type='virtio'/><script path='\(script)'/></interface>"
+        }
+
+        let vm = try ShimHarness(name: "it-ifscript", .init(extraDevices: nic(good, tap: "vmshimtst0")))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let ran = try String(contentsOfFile: record, encoding: .utf8)
+        #expect(ran.hasPrefix("vmshimtst0 "), "\(ran)")
+        #expect(try vm.cli(["destroy", "it-ifscript"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+
+        let failing = try ShimHarness(name: "it-ifscript-bad", .init(extraDevices: nic(bad, tap: "vmshimtst1")))
+        defer { failing.tearDown() }
+        try failing.start(["--paused"])
+        #expect(await failing.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.startFailed)
+        #expect(failing.output.contains("'\(bad) vmshimtst1' failed (exit status 3)"), "\(failing.output)")
+        #expect(failing.qemuPIDs().isEmpty)
+        #expect(!FileIO.exists("/sys/class/net/vmshimtst1"))
+        #expect(!FileIO.exists(failing.runDirectory))
+    }
+
+    /// `<vcpu cpuset>` is QEMU's affinity, in every thread, as libvirt pins it.
+    @Test func cpusetBecomesQEMUsAffinity() async throws {
+        let vm = try ShimHarness(name: "it-cpuset", .init(vcpuCpuset: "0"))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let pid = try #require(vm.qemuPIDs().first)
+        let threads = FileIO.listDirectory("/proc/\(pid)/task")
+        #expect(!threads.isEmpty)
+        for tid in threads {
+            let status = (try? FileIO.readString("/proc/\(pid)/task/\(tid)/status")) ?? ""
+            #expect(status.contains("Cpus_allowed_list:\t0\n"), "thread \(tid): \(status)")
+        }
+        #expect(try vm.cli(["destroy", "it-cpuset"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
+}
