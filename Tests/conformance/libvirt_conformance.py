@@ -213,6 +213,7 @@ PRIVATE_MACHINE_PROPERTIES = {
     "dump-guest-core", "mem-merge", "suppress-vmdesc", "phandle-start",
     "dt-compatible", "memory-encryption", "confidential-guest-support",
     "type", "memory-backend", "boot", "smp", "memory", "peripheral-anon",
+    "pflash0", "pflash1",  # node names
 }
 
 #: qtree properties whose value names a management object (a drive, chardev,

@@ -13,15 +13,23 @@ public struct DomainDefaults {
         /// The XML is a running VM's live definition (reattach): ports it
         /// records are in use by that VM and are kept, not reallocated.
         public var isLiveDefinition: Bool
+        /// QEMU's firmware descriptors, for `<os firmware='efi'>`.
+        public var firmwareDescriptors: @Sendable () -> [FirmwareDescriptor]
+        /// Where a UEFI variable store goes when `<nvram>` names none.
+        public var nvramDirectory: String
 
         public init(
             runDirectory: RunDirectory, randomMAC: @escaping @Sendable () -> String = DomainDefaults.randomMAC,
-            freeVNCPort: @escaping @Sendable (String) throws -> Int, isLiveDefinition: Bool = false
+            freeVNCPort: @escaping @Sendable (String) throws -> Int, isLiveDefinition: Bool = false,
+            firmwareDescriptors: @escaping @Sendable () -> [FirmwareDescriptor] = { FirmwareDescriptor.loadSystem() },
+            nvramDirectory: String? = nil
         ) {
             self.runDirectory = runDirectory
             self.randomMAC = randomMAC
             self.freeVNCPort = freeVNCPort
             self.isLiveDefinition = isLiveDefinition
+            self.firmwareDescriptors = firmwareDescriptors
+            self.nvramDirectory = nvramDirectory ?? RunDirectory.defaultNVRAMDirectory(root: runDirectory.root)
         }
     }
 
@@ -63,6 +71,7 @@ public struct DomainDefaults {
         try arrangeCharDevices(&spec)
         try arrangeInputsAndVideo(&spec)
         try checkIOThreadReferences(spec)
+        try resolveFirmware(&spec, isQ35: isQ35)
         if spec.devices.memballoon == nil {
             spec.devices.memballoon = DomainSpec.Memballoon(model: .virtio, autodeflate: nil, freePageReporting: nil)
         }
@@ -152,6 +161,50 @@ public struct DomainDefaults {
             arranged[index] = disk
         }
         spec.devices.disks = arranged
+    }
+
+    /// `<os firmware='efi'>` and `<loader>`/`<nvram>` filled in as libvirt 9.0
+    /// does: the first matching descriptor by file name, SMM switched on when
+    /// the firmware needs it, the template of an explicit loader looked up, and
+    /// the variable store in the NVRAM directory.
+    func resolveFirmware(_ spec: inout DomainSpec, isQ35: Bool) throws {
+        guard var firmware = spec.os.firmware else { return }
+        guard spec.features.acpi else {
+            throw error("UEFI requires ACPI: add <features><acpi/></features> (libvirt refuses it too)", at: firmware.xmlLine)
+        }
+        let descriptors = environment.firmwareDescriptors()
+        if firmware.autoselect, firmware.loader == nil {
+            guard let chosen = descriptors.first(where: { $0.matches(firmware, machine: spec.os.machine) }) else {
+                let wanted = firmware.wantedFeatures.sorted { $0.key < $1.key }
+                    .map { " with \($0.key) \($0.value ? "on" : "off")" }.joined()
+                throw error(
+                    "no UEFI firmware for machine '\(spec.os.machine)'\(wanted) among the descriptors in "
+                        + "\(FirmwareDescriptor.searchDirectories.joined(separator: " and ")) (Debian: apt-get install ovmf)",
+                    at: firmware.xmlLine, code: .notFound)
+            }
+            firmware.loader = chosen.executable
+            if firmware.nvramTemplate == nil { firmware.nvramTemplate = chosen.nvramTemplate }
+            if chosen.features.contains("secure-boot") { firmware.secure = true }
+            if chosen.features.contains("requires-smm") {
+                guard spec.features.smm != false else {
+                    throw error(
+                        "SMM is switched off but the chosen firmware \(chosen.executable) needs it; remove <smm state='off'/> "
+                            + "or ask for <feature enabled='no' name='secure-boot'/> (libvirt refuses it too)",
+                        at: firmware.xmlLine)
+                }
+                spec.features.smm = true
+            }
+        } else if firmware.nvramTemplate == nil {
+            firmware.nvramTemplate = descriptors.first { $0.executable == firmware.loader }?.nvramTemplate
+        }
+        if firmware.secure == true {
+            guard isQ35 else { throw error("Secure boot needs the q35 machine type (libvirt refuses it too)", at: firmware.xmlLine) }
+            guard spec.features.smm == true else {
+                throw error("Secure boot needs SMM: add <features><smm state='on'/></features>", at: firmware.xmlLine)
+            }
+        }
+        if firmware.nvram == nil { firmware.nvram = environment.nvramDirectory + "/" + spec.name + "_VARS.fd" }
+        spec.os.firmware = firmware
     }
 
     /// Disks and controllers name iothreads the domain defines.

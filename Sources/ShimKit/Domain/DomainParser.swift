@@ -280,8 +280,11 @@ public struct DomainParser {
 
     func parseOS(_ root: XMLElement, virtType: DomainSpec.VirtType) throws -> DomainSpec.OS {
         guard let element = try reader.child(root, "os") else { throw reader.error(root, "missing <os>") }
-        if let firmware = reader.attribute(element, "firmware") {
-            throw reader.unsupported(element, "firmware='\(firmware)' (UEFI firmware selection)")
+        var firmware: DomainSpec.Firmware?
+        switch reader.attribute(element, "firmware") {
+        case nil, "bios"?: break
+        case "efi"?: firmware = DomainSpec.Firmware(autoselect: true)
+        case let other?: throw reader.error(element, "firmware='\(other)' must be efi or bios")
         }
         guard let type = try reader.child(element, "type") else {
             throw reader.error(element, "missing <type>hvm</type>")
@@ -317,12 +320,70 @@ public struct DomainParser {
         if os.initrd != nil, os.kernel == nil {
             throw reader.error(element, "<initrd> needs a <kernel>")
         }
-        for unsupported in ["loader", "nvram", "dtb", "acpi", "bios", "init", "initarg"] {
+        os.firmware = try parseFirmware(element, autoselect: firmware)
+        for unsupported in ["dtb", "acpi", "bios", "init", "initarg"] {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "<os><\(unsupported)>")
             }
         }
         return os
+    }
+
+    /// `<firmware>`, `<loader>` and `<nvram>` (pflash UEFI only).
+    func parseFirmware(_ os: XMLElement, autoselect: DomainSpec.Firmware?) throws -> DomainSpec.Firmware? {
+        var firmware = autoselect
+        if let element = try reader.child(os, "firmware") {
+            guard firmware != nil else { throw reader.error(element, "<firmware> needs <os firmware='efi'>") }
+            for feature in reader.children(element, "feature") {
+                let name = try reader.requiredAttribute(feature, "name")
+                guard name == "secure-boot" || name == "enrolled-keys" else {
+                    throw reader.error(feature, "firmware feature '\(name)' must be secure-boot or enrolled-keys")
+                }
+                guard let enabled = try reader.boolAttribute(feature, "enabled") else {
+                    throw reader.error(feature, "a firmware <feature> needs enabled='yes' or 'no'")
+                }
+                firmware?.wantedFeatures[name] = enabled
+            }
+        }
+        if let loader = try reader.child(os, "loader") {
+            if firmware == nil { firmware = DomainSpec.Firmware(autoselect: false) }
+            let type = reader.attribute(loader, "type") ?? "pflash"
+            guard type == "pflash" else { throw reader.unsupported(loader, "loader type='\(type)' (vmshim boots pflash UEFI)") }
+            if try reader.boolAttribute(loader, "readonly") == false {
+                throw reader.unsupported(loader, "a writable loader (readonly='no')")
+            }
+            if let format = reader.attribute(loader, "format"), format != "raw" {
+                throw reader.unsupported(loader, "loader format='\(format)' (raw only)")
+            }
+            if try reader.boolAttribute(loader, "stateless") == true { throw reader.unsupported(loader, "a stateless loader") }
+            firmware?.secure = try reader.boolAttribute(loader, "secure")
+            let path = loader.text.trimmingWhitespace()
+            if !path.isEmpty {
+                guard path.hasPrefix("/") else { throw reader.error(loader, "loader '\(path)' must be an absolute path") }
+                firmware?.loader = path
+            } else if firmware?.autoselect != true {
+                throw reader.error(loader, "<loader> needs the firmware's path (or use <os firmware='efi'>)")
+            }
+            firmware?.xmlLine = loader.line
+        }
+        if let nvram = try reader.child(os, "nvram") {
+            guard firmware != nil else { throw reader.error(nvram, "<nvram> needs a <loader> or <os firmware='efi'>") }
+            if let template = reader.attribute(nvram, "template") {
+                guard template.hasPrefix("/") else { throw reader.error(nvram, "template '\(template)' must be an absolute path") }
+                firmware?.nvramTemplate = template
+            }
+            if let format = reader.attribute(nvram, "format"), format != "raw" {
+                throw reader.unsupported(nvram, "nvram format='\(format)' (raw only)")
+            }
+            if let type = reader.attribute(nvram, "type"), type != "file" { throw reader.unsupported(nvram, "nvram type='\(type)'") }
+            let path = nvram.text.trimmingWhitespace()
+            if !path.isEmpty {
+                guard path.hasPrefix("/") else { throw reader.error(nvram, "nvram '\(path)' must be an absolute path") }
+                firmware?.nvram = path
+            }
+        }
+        if firmware?.xmlLine == nil { firmware?.xmlLine = os.line }
+        return firmware
     }
 
     func absolutePath(_ parent: XMLElement, _ name: String) throws -> String? {

@@ -142,6 +142,25 @@ extension DomainSpec {
         public var kernel: String?
         public var initrd: String?
         public var cmdline: String?
+        /// UEFI: `<os firmware='efi'>`, `<loader>`, `<nvram>`; nil boots SeaBIOS.
+        public var firmware: Firmware? = nil
+    }
+
+    /// The pflash firmware and its variable store, as libvirt fills them in.
+    public struct Firmware: Sendable, Equatable {
+        /// `<os firmware='efi'>`: pick from QEMU's firmware descriptors.
+        public var autoselect: Bool
+        /// `<firmware><feature name enabled>`: secure-boot, enrolled-keys.
+        public var wantedFeatures: [String: Bool] = [:]
+        /// `<loader>`: the read-only code (pflash0).
+        public var loader: String?
+        public var secure: Bool?
+        /// `<nvram template>` and its path (pflash1), filled in before start.
+        public var nvramTemplate: String?
+        public var nvram: String?
+        /// Lines of `<loader>` and `<os>`, for errors found after parsing.
+        public var xmlLine: Int?
+        public init(autoselect: Bool) { self.autoselect = autoselect }
     }
 
     public struct Features: Sendable, Equatable {

@@ -46,6 +46,22 @@ public struct LiveXML {
         if let machine = runtime.canonicalMachine, let type = root.firstElement(named: "os")?.firstElement(named: "type") {
             type.setAttribute("machine", machine)
         }
+        if let firmware = spec.os.firmware, let os = root.firstElement(named: "os") {
+            // What libvirt shows for a running domain: the chosen loader and store.
+            let loader = os.firstElement(named: "loader")
+                ?? os.insertChild(XMLElement(name: "loader"), before: ["nvram", "boot", "bootmenu", "smbios", "kernel", "initrd", "cmdline"])
+            loader.setAttribute("readonly", "yes")
+            if let secure = firmware.secure { loader.setAttribute("secure", secure ? "yes" : "no") }
+            loader.setAttribute("type", "pflash")
+            loader.text = firmware.loader ?? ""
+            let nvram = os.firstElement(named: "nvram")
+                ?? os.insertChild(XMLElement(name: "nvram"), before: ["boot", "bootmenu", "smbios", "kernel", "initrd", "cmdline"])
+            if let template = firmware.nvramTemplate { nvram.setAttribute("template", template) }
+            nvram.text = firmware.nvram ?? ""
+            if spec.features.smm == true, let features = root.firstElement(named: "features"), features.firstElement(named: "smm") == nil {
+                features.appendChild(XMLElement(name: "smm", attributes: [("state", "on")]))
+            }
+        }
         let devices = root.child(named: "devices")
         // libvirt fills in the capabilities' default emulator when none is named.
         let emulator = devices.firstElement(named: "emulator")

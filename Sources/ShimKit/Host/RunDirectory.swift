@@ -63,4 +63,10 @@ public struct RunDirectory: Sendable, Equatable {
     public static func defaultSaveDirectory(root: String) -> String {
         root == defaultRoot ? "/var/lib/vmshim/save" : "\(root)/save"
     }
+
+    /// Where UEFI variable stores live (`<name>_VARS.fd`): persistent, like
+    /// libvirt's /var/lib/libvirt/qemu/nvram.
+    public static func defaultNVRAMDirectory(root: String) -> String {
+        root == defaultRoot ? "/var/lib/vmshim/nvram" : "\(root)/nvram"
+    }
 }

@@ -68,6 +68,7 @@ public struct QEMUCommandLine {
         fds.append(FDRequest(childFD: Self.monitorFD, resource: .monitorListener(path: context.runDirectory.qmpSocket)))
         add("-name", "guest=\(QEMUOption.escape(spec.name)),debug-threads=on")
         add("-S")
+        addFirmware()
         try addMachineAndCPU()
         for id in spec.iothreadIDs {
             add("-object", JSONValue.object(["qom-type": "iothread", "id": .string("iothread\(id)")]).description)
@@ -103,6 +104,24 @@ public struct QEMUCommandLine {
         add("-msg", "timestamp=on")
     }
 
+    // MARK: - Firmware
+
+    /// UEFI as libvirt 9.0 passes it: the code (pflash0, read-only) and the
+    /// domain's variable store (pflash1), each a file node under a raw node.
+    mutating func addFirmware() {
+        guard let firmware = spec.os.firmware, let loader = firmware.loader, let nvram = firmware.nvram else { return }
+        for (index, path, readOnly) in [(0, loader, true), (1, nvram, false)] {
+            add("-blockdev", JSONValue.object([
+                "driver": "file", "filename": .string(path), "node-name": .string("libvirt-pflash\(index)-storage"),
+                "auto-read-only": true, "discard": "unmap",
+            ]).description)
+            add("-blockdev", JSONValue.object([
+                "node-name": .string("libvirt-pflash\(index)-format"), "read-only": .bool(readOnly), "driver": "raw",
+                "file": .string("libvirt-pflash\(index)-storage"),
+            ]).description)
+        }
+    }
+
     // MARK: - Machine, CPU, memory, topology
 
     mutating func addMachineAndCPU() throws {
@@ -111,11 +130,13 @@ public struct QEMUCommandLine {
         if let vmport = spec.features.vmport { machine += ",vmport=\(vmport ? "on" : "off")" }
         if let smm = spec.features.smm { machine += ",smm=\(smm ? "on" : "off")" }
         machine += ",dump-guest-core=off,memory-backend=pc.ram"
+        if spec.os.firmware != nil { machine += ",pflash0=libvirt-pflash0-format,pflash1=libvirt-pflash1-format" }
         if let hpet = spec.clock.timer(.hpet), hpet.present == false { machine += ",hpet=off" }
         if !spec.features.acpi { machine += ",acpi=off" }
         add("-machine", machine)
         add("-accel", spec.virtType == .kvm ? "kvm" : "tcg")
         add("-cpu", try cpuModel())
+        if spec.os.firmware?.secure == true { add("-global", "driver=cfi.pflash01,property=secure,value=on") }
         let mebibytes = spec.memory.maximumKiB / 1024
         add("-m", "\(mebibytes)")
         add("-object", JSONValue.object(["qom-type": "memory-backend-ram", "id": "pc.ram", "size": .number(mebibytes << 20)]).description)

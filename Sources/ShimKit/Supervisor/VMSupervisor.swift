@@ -278,6 +278,10 @@ public actor VMSupervisor {
         } else {
             (spec, drops) = try storage.prepare(unchecked, coldBoot: saved == nil)  // nothing to read: numbering only
         }
+        if let firmware = spec.os.firmware {
+            let owner = config.qemuCredentials
+            try await NIOThreadPool.singleton.runIfActive { try NVRAMStore.prepare(firmware, owner: owner) }
+        }
         phases.lap("disks")
         for drop in drops {
             let what = drop.reason == "missing-on-start" ? "starts with an empty tray" : "is left out of the guest"

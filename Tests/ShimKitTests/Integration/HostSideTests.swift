@@ -56,4 +56,25 @@ import Testing
         #expect(try vm.cli(["destroy", "it-cpuset"]).status == 0)
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
+
+    /// `<os firmware='efi'>` boots the test guest through OVMF (Debian's
+    /// ovmf), and the variable store is made from the template in the NVRAM
+    /// directory, then kept across starts.
+    @Test func uefiBootsTheGuestAndKeepsItsVariableStore() async throws {
+        var options = ShimHarness.Options(machine: "q35")
+        options.osAttributes = " firmware='efi'"
+        options.osExtra = "<firmware><feature enabled='no' name='secure-boot'/></firmware>"
+        options.memoryMiB = 256  // OVMF's 4 MiB build does not start in 128
+        let vm = try ShimHarness(name: "it-uefi", options)
+        defer { vm.tearDown() }
+        try vm.start()
+        try await vm.waitForMarker(timeout: .seconds(120))
+        let store = vm.runRoot + "/nvram/it-uefi_VARS.fd"
+        #expect(FileIO.size(store) == FileIO.size("/usr/share/OVMF/OVMF_VARS_4M.fd"))
+        let blocks = try vm.cli(["qmp", "it-uefi", #"{"execute":"query-block"}"#])
+        #expect(blocks.out.contains("OVMF_CODE_4M.fd") && blocks.out.contains(store), "\(blocks.out)")
+        #expect(try vm.cli(["destroy", "it-uefi"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(FileIO.exists(store), "the store outlives the VM")
+    }
 }

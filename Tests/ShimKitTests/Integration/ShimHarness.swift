@@ -45,6 +45,10 @@ final class ShimHarness: @unchecked Sendable {
         var panicDevice = false
         var extraTopLevel = ""
         var vcpuCpuset: String? = nil
+        /// Attributes of <os> and elements inside it (UEFI).
+        var osAttributes = ""
+        var osExtra = ""
+        var memoryMiB = 128
     }
 
     init(name: String, _ options: Options = Options()) throws {
@@ -63,10 +67,11 @@ final class ShimHarness: @unchecked Sendable {
             <domain type='qemu'>
               <name>\(name)</name>
               <uuid>\(UUID().uuidString.lowercased())</uuid>
-              <memory unit='MiB'>128</memory>
+              <memory unit='MiB'>\(options.memoryMiB)</memory>
               <vcpu\(options.vcpuCpuset.map { " cpuset='\($0)'" } ?? "")>1</vcpu>
-              <os>
+              <os\(options.osAttributes)>
                 <type arch='x86_64' machine='\(options.machine)'>hvm</type>
+                \(options.osExtra)
                 <kernel>\(guest)/vmlinuz</kernel>
                 <initrd>\(guest)/initrd.img</initrd>
                 <cmdline>console=ttyS0 quiet panic=-1 \(options.cmdline)</cmdline>

@@ -37,8 +37,14 @@ enum Fixtures {
                 let hex = String(n, radix: 16)
                 return "52:54:00:00:00:" + (hex.count == 1 ? "0" + hex : hex)
             },
-            freeVNCPort: { _ in 5900 })
+            freeVNCPort: { _ in 5900 },
+            firmwareDescriptors: { FirmwareDescriptor.loadSystem(directories: [firmwareDirectory]) },
+            nvramDirectory: "/var/lib/vmshim/nvram")
     }
+
+    /// Debian 12's OVMF descriptors (package ovmf 2022.11), so firmware
+    /// selection does not depend on the host.
+    static let firmwareDirectory: String = directory + "/firmware"
 
     static let fixedNow: Int64 = 1_790_000_000
 
