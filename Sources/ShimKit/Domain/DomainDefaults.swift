@@ -318,6 +318,18 @@ public struct DomainDefaults {
     func arrangeCharDevices(_ spec: inout DomainSpec) throws {
         // Serial target ports: explicit ones first, then the lowest free.
         var usedPorts = Set(spec.devices.serials.compactMap(\.targetPort))
+        // Parallel ports: explicit ones first, then the lowest free of LPT1–3.
+        var usedParallel = Set(spec.devices.parallels.compactMap(\.targetPort))
+        for index in spec.devices.parallels.indices where spec.devices.parallels[index].targetPort == nil {
+            guard let port = (0...2).first(where: { !usedParallel.contains($0) }) else {
+                throw error("more than three parallel ports; the PC has LPT1 to LPT3", at: spec.devices.parallels[index].xmlLine)
+            }
+            spec.devices.parallels[index].targetPort = port
+            usedParallel.insert(port)
+        }
+        if Set(spec.devices.parallels.compactMap(\.targetPort)).count != spec.devices.parallels.count {
+            throw error("two <parallel> devices use the same target port", at: spec.devices.parallels.last?.xmlLine)
+        }
         for index in spec.devices.serials.indices where spec.devices.serials[index].targetPort == nil {
             guard let port = (0...3).first(where: { !usedPorts.contains($0) }) else {
                 throw error("more than four serial ports; the PC has COM1 to COM4", at: spec.devices.serials[index].xmlLine)
@@ -464,6 +476,9 @@ public struct DomainDefaults {
         for index in spec.devices.interfaces.indices {
             spec.devices.interfaces[index].alias = keep(spec.devices.interfaces[index].alias, "net\(index)")
         }
+        for index in spec.devices.parallels.indices {
+            spec.devices.parallels[index].alias = keep(spec.devices.parallels[index].alias, "parallel\(index)")
+        }
         for index in spec.devices.serials.indices {
             spec.devices.serials[index].alias = keep(spec.devices.serials[index].alias, "serial\(index)")
         }
@@ -494,6 +509,9 @@ public struct DomainDefaults {
         }
         if let watchdog = spec.devices.watchdog {
             spec.devices.watchdog?.alias = keep(watchdog.alias, "watchdog0")
+        }
+        for index in spec.devices.sounds.indices {
+            spec.devices.sounds[index].alias = keep(spec.devices.sounds[index].alias, "sound\(index)")
         }
         for index in spec.devices.panics.indices {
             spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")

@@ -20,6 +20,9 @@ extension DomainParser {
             case "serial":
                 child.consumed = true
                 devices.serials.append(try parseCharDevice(child, kind: .serial).at(position, line: child.line))
+            case "parallel":
+                child.consumed = true
+                devices.parallels.append(try parseCharDevice(child, kind: .parallel).at(position, line: child.line))
             case "console":
                 child.consumed = true
                 devices.consoles.append(try parseCharDevice(child, kind: .console).at(position, line: child.line))
@@ -42,6 +45,9 @@ extension DomainParser {
             case "rng":
                 child.consumed = true
                 devices.rngs.append(try parseRNG(child).at(position, line: child.line))
+            case "sound":
+                child.consumed = true
+                devices.sounds.append(try parseSound(child).at(position, line: child.line))
             case "watchdog":
                 child.consumed = true
                 guard devices.watchdog == nil else {
@@ -565,13 +571,25 @@ extension DomainParser {
 
     // MARK: - Character devices
 
-    enum CharKind { case serial, console, channel }
+    enum CharKind { case serial, console, channel, parallel }
+
+    /// `host` (required, as libvirt) and `service` (a port) of a tcp/udp `<source>`.
+    func hostAndService(_ source: XMLElement) throws -> (String, Int) {
+        guard let host = reader.attribute(source, "host"), !host.isEmpty else {
+            throw reader.error(source, "a network character device needs host='…'")
+        }
+        guard let service = reader.attribute(source, "service") else { throw reader.error(source, "missing service='PORT'") }
+        guard let port = Int(service), (1...65535).contains(port) else {
+            throw reader.error(source, "service='\(service)' must be a port number (1 to 65535)")
+        }
+        return (host, port)
+    }
 
     func parseCharDevice(_ element: XMLElement, kind: CharKind) throws -> DomainSpec.CharDevice {
         let type = reader.attribute(element, "type") ?? "pty"
         let sourceElements = reader.children(element, "source")
         let source = sourceElements.first
-        if sourceElements.count > 1 { throw reader.unsupported(sourceElements[1], "more than one <source>") }
+        if sourceElements.count > 1, type != "udp" { throw reader.unsupported(sourceElements[1], "more than one <source>") }
         let backend: DomainSpec.CharDevice.Backend
         switch type {
         case "pty":
@@ -618,8 +636,41 @@ extension DomainParser {
                 throw reader.error(source, "mode='\(mode)' must be bind or connect")
             }
             if let seclabel = try reader.child(source, "seclabel") { throw reader.unsupported(seclabel, "seclabel") }
+        case "tcp":
+            guard let source else { throw reader.error(element, "a tcp character device needs <source mode host service/>") }
+            let mode = reader.attribute(source, "mode") ?? "connect"
+            guard mode == "bind" || mode == "connect" else { throw reader.error(source, "mode='\(mode)' must be bind or connect") }
+            let (host, port) = try hostAndService(source)
+            var telnet = false
+            if let protocolElement = try reader.child(element, "protocol") {
+                switch reader.attribute(protocolElement, "type") ?? "raw" {
+                case "raw": break
+                case "telnet": telnet = true
+                case let other: throw reader.unsupported(protocolElement, "character device protocol '\(other)' (raw or telnet)")
+                }
+            }
+            var reconnect: Int?
+            if let reconnectElement = try reader.child(source, "reconnect"), try reader.boolAttribute(reconnectElement, "enabled") == true {
+                guard mode == "connect" else { throw reader.error(reconnectElement, "<reconnect> applies to mode='connect'") }
+                reconnect = try reader.intAttribute(reconnectElement, "timeout", range: 1...3600) ?? 1
+            }
+            if reader.attribute(source, "tls") != nil { throw reader.unsupported(source, "TLS on a tcp character device") }
+            backend = .tcp(host: host, port: port, listen: mode == "bind", telnet: telnet, reconnectSeconds: reconnect)
+        case "udp":
+            var remote: (String, Int)?
+            var local: (String, Int)?
+            for udpSource in sourceElements {
+                let mode = reader.attribute(udpSource, "mode") ?? "connect"
+                switch mode {
+                case "connect" where remote == nil: remote = try hostAndService(udpSource)
+                case "bind" where local == nil: local = try hostAndService(udpSource)
+                default: throw reader.error(udpSource, "a udp character device takes one connect and at most one bind <source>")
+                }
+            }
+            guard let remote else { throw reader.error(element, "a udp character device needs <source mode='connect' host service/>") }
+            backend = .udp(host: remote.0, port: remote.1, localHost: local?.0, localPort: local?.1)
         default:
-            throw reader.unsupported(element, "character device type='\(type)' (vmshim supports pty, file, unix and null)")
+            throw reader.unsupported(element, "character device type='\(type)' (vmshim supports pty, file, unix, tcp, udp and null)")
         }
         var device = DomainSpec.CharDevice(backend: backend)
         if let target = try reader.child(element, "target") {
@@ -637,10 +688,12 @@ extension DomainParser {
                 reader.ignoreAttributes(target, "state")
             case (.channel, nil):
                 throw reader.error(target, "a channel needs target type='virtio'")
+            case (.parallel, nil):
+                break
             default:
                 throw reader.unsupported(target, "target type='\(targetType ?? "")' for <\(element.name)>")
             }
-            device.targetPort = try reader.intAttribute(target, "port", range: 0...3)
+            device.targetPort = try reader.intAttribute(target, "port", range: kind == .parallel ? 0...2 : 0...3)
             if let model = try reader.child(target, "model") {
                 let name = reader.attribute(model, "name")
                 guard name == nil || name == "isa-serial" else {
@@ -652,6 +705,7 @@ extension DomainParser {
             case .serial: device.targetType = .isaSerial
             case .console: device.targetType = .serial
             case .channel: throw reader.error(element, "a channel needs <target type='virtio' name=…/>")
+            case .parallel: break
             }
         }
         if let log = try reader.child(element, "log") {
@@ -660,8 +714,8 @@ extension DomainParser {
             device.logFile = file
             device.logAppend = try reader.boolAttribute(log, "append")
         }
-        if let protocolElement = try reader.child(element, "protocol") {
-            throw reader.unsupported(protocolElement, "character device protocols")
+        if type != "tcp", let protocolElement = try reader.child(element, "protocol") {
+            throw reader.unsupported(protocolElement, "a <protocol> on type='\(type)' (tcp only)")
         }
         device.alias = try userAlias(element)
         switch try parseAddress(element) {
@@ -846,6 +900,29 @@ extension DomainParser {
         return rng
     }
 
+    /// `<sound model>` with `<codec type>`s; the audio backend is `<audio type='none'>`.
+    func parseSound(_ element: XMLElement) throws -> DomainSpec.Sound {
+        let modelRaw = try reader.requiredAttribute(element, "model")
+        guard let model = DomainSpec.Sound.Model(rawValue: modelRaw) else {
+            throw reader.unsupported(element, "sound model '\(modelRaw)' (supported: ich9, ich6, ac97)")
+        }
+        var sound = DomainSpec.Sound(model: model)
+        for codec in reader.children(element, "codec") {
+            let type = try reader.requiredAttribute(codec, "type")
+            guard ["duplex", "micro", "output"].contains(type) else {
+                throw reader.error(codec, "codec type='\(type)' must be duplex, micro or output")
+            }
+            guard model != .ac97 else { throw reader.error(codec, "an ac97 sound device has no HDA codecs") }
+            sound.codecs.append(type)
+        }
+        if let audio = try reader.child(element, "audio") {
+            guard try reader.intAttribute(audio, "id") == 1 else { throw reader.unsupported(audio, "an audio backend other than id 1 (type none)") }
+        }
+        sound.alias = try userAlias(element)
+        sound.pciAddress = try pciAddress(element)
+        return sound
+    }
+
     func parseWatchdog(_ element: XMLElement) throws -> DomainSpec.Watchdog {
         let modelRaw = try reader.requiredAttribute(element, "model")
         guard let model = DomainSpec.Watchdog.Model(rawValue: modelRaw) else {
@@ -982,3 +1059,4 @@ extension DomainSpec.Memballoon: DocumentPositioned {}
 extension DomainSpec.RNG: DocumentPositioned {}
 extension DomainSpec.Panic: DocumentPositioned {}
 extension DomainSpec.Watchdog: DocumentPositioned {}
+extension DomainSpec.Sound: DocumentPositioned {}

@@ -258,6 +258,8 @@ extension DomainSpec {
         public var interfaces: [Interface] = []
         public var serials: [CharDevice] = []
         public var consoles: [CharDevice] = []
+        /// `<parallel>`: LPT1 to LPT3 (`isa-parallel`).
+        public var parallels: [CharDevice] = []
         public var channels: [CharDevice] = []
         public var inputs: [Input] = []
         public var graphics: [Graphics] = []
@@ -267,6 +269,7 @@ extension DomainSpec {
         public var panics: [Panic] = []
         /// libvirt 9.0 allows one.
         public var watchdog: Watchdog?
+        public var sounds: [Sound] = []
     }
 
     public struct Disk: Sendable, Equatable {
@@ -423,6 +426,10 @@ extension DomainSpec {
             case file(path: String, append: Bool?)
             case unixListen(path: String)
             case unixConnect(path: String, reconnectSeconds: Int?)
+            /// `type='tcp'`: listening (mode='bind') or connecting, raw or telnet.
+            case tcp(host: String, port: Int, listen: Bool, telnet: Bool, reconnectSeconds: Int?)
+            /// `type='udp'`: sends to host:port, from localHost:localPort when bound.
+            case udp(host: String, port: Int, localHost: String?, localPort: Int?)
         }
         public enum TargetType: String, Sendable {
             case isaSerial = "isa-serial"
@@ -536,6 +543,20 @@ extension DomainSpec {
         public var model: Model
         /// QEMU's -watchdog-action: reset, shutdown, poweroff, pause, none, inject-nmi.
         public var action: String
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
+        public var pciAddress: PCIAddress?
+    }
+
+    public struct Sound: Sendable, Equatable {
+        /// ich9 (`ich9-intel-hda`), ich6 (`intel-hda`) or ac97 (`AC97`).
+        public enum Model: String, Sendable { case ich9, ich6, ac97 }
+        public var model: Model
+        /// HDA codecs: duplex (default), micro, output.
+        public var codecs: [String] = []
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?

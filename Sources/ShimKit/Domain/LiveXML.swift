@@ -229,11 +229,29 @@ public struct LiveXML {
                 case .unixConnect(let path, _):
                     node.setAttribute("type", "unix")
                     node.appendChild(XMLElement(name: "source", attributes: [("mode", "connect"), ("path", path)]))
+                case .tcp(let host, let port, let listen, let telnet, _):
+                    node.setAttribute("type", "tcp")
+                    node.appendChild(XMLElement(
+                        name: "source", attributes: [("mode", listen ? "bind" : "connect"), ("host", host), ("service", String(port))]))
+                    node.appendChild(XMLElement(name: "protocol", attributes: [("type", telnet ? "telnet" : "raw")]))
+                case .udp(let host, let port, let localHost, let localPort):
+                    node.setAttribute("type", "udp")
+                    if let localHost, let localPort {
+                        node.appendChild(XMLElement(
+                            name: "source", attributes: [("mode", "bind"), ("host", localHost), ("service", String(localPort))]))
+                    }
+                    node.appendChild(XMLElement(
+                        name: "source", attributes: [("mode", "connect"), ("host", host), ("service", String(port))]))
                 }
                 node.appendChild(XMLElement(name: "target", attributes: [("type", "isa-serial"), ("port", String(serial.targetPort ?? 0))]))
                 devices.insertChild(node, before: ["console", "channel", "input", "graphics", "video", "memballoon", "rng", "panic"])
                 update(node, serial)
             }
+        }
+        for parallel in spec.devices.parallels {
+            guard let node = element(devices, "parallel", parallel.xmlIndex) else { continue }
+            update(node, parallel)
+            node.child(named: "target").setAttribute("port", String(parallel.targetPort ?? 0))
         }
         for console in spec.devices.consoles {
             guard let node = element(devices, "console", console.xmlIndex) else { continue }
@@ -296,6 +314,11 @@ public struct LiveXML {
             guard let node = element(devices, "rng", rng.xmlIndex) else { continue }
             setAlias(node, rng.alias)
             setPCIAddress(node, rng.pciAddress)
+        }
+        for sound in spec.devices.sounds {
+            guard let node = element(devices, "sound", sound.xmlIndex) else { continue }
+            setAlias(node, sound.alias)
+            setPCIAddress(node, sound.pciAddress)
         }
         if let watchdog = spec.devices.watchdog, let node = element(devices, "watchdog", watchdog.xmlIndex) {
             setAlias(node, watchdog.alias)

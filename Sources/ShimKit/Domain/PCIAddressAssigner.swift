@@ -16,6 +16,7 @@ struct PCIAddressAssigner {
         case balloon
         case rng(Int)
         case watchdog
+        case sound(Int)
         case video(Int)
         case input(Int)
     }
@@ -32,6 +33,13 @@ struct PCIAddressAssigner {
     }
 
     func assign(_ spec: inout DomainSpec) throws {
+        // A chipset address: the first ich9 sound card is the ICH9's own HDA at 00:1b.0.
+        if spec.os.isQ35, let first = spec.devices.sounds.firstIndex(where: { $0.model == .ich9 }),
+            spec.devices.sounds[first].pciAddress == nil,
+            !explicitAddresses(spec).contains(where: { $0.address.bus == 0 && $0.address.slot == 0x1B })
+        {
+            spec.devices.sounds[first].pciAddress = PCIAddress(bus: 0, slot: 0x1B)
+        }
         var used = Set<PCIAddress.Key>()
         try reserveExplicit(spec, &used)
         if spec.os.isQ35 {
@@ -52,6 +60,7 @@ struct PCIAddressAssigner {
         if let m = spec.devices.memballoon, let a = m.pciAddress { all.append(("memballoon", a, m.xmlLine)) }
         for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a, r.xmlLine)) } }
         if let w = spec.devices.watchdog, let a = w.pciAddress { all.append(("watchdog", a, w.xmlLine)) }
+        for (i, s) in spec.devices.sounds.enumerated() { if let a = s.pciAddress { all.append(("sound \(i)", a, s.xmlLine)) } }
         for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a, v.xmlLine)) } }
         for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a, input.xmlLine)) } }
         return all
@@ -93,6 +102,10 @@ struct PCIAddressAssigner {
         // 2. Interfaces in document order.
         for (i, nic) in spec.devices.interfaces.enumerated() where nic.pciAddress == nil {
             list.append(Consumer(device: .interface(i), name: nic.alias, isExpress: nic.model == .virtio || nic.model == .e1000e))
+        }
+        // Sound cards (all conventional PCI) right after the interfaces.
+        for (i, sound) in spec.devices.sounds.enumerated() where sound.pciAddress == nil {
+            list.append(Consumer(device: .sound(i), name: sound.alias, isExpress: false))
         }
         // 3. Other controllers in controller-array order.
         for (i, c) in spec.devices.controllers.enumerated() where c.pciAddress == nil {
@@ -144,6 +157,7 @@ struct PCIAddressAssigner {
         case .balloon: spec.devices.memballoon?.pciAddress = address
         case .rng(let i): spec.devices.rngs[i].pciAddress = address
         case .watchdog: spec.devices.watchdog?.pciAddress = address
+        case .sound(let i): spec.devices.sounds[i].pciAddress = address
         case .video(let i): spec.devices.videos[i].pciAddress = address
         case .input(let i): spec.devices.inputs[i].pciAddress = address
         }

@@ -91,6 +91,7 @@ public struct QEMUCommandLine {
         add("-audiodev", #"{"id":"audio1","driver":"none"}"#)
         addGraphics()
         addVideos()
+        addSounds()
         addWatchdog()
         addBalloon()
         addRNGs()
@@ -540,6 +541,15 @@ public struct QEMUCommandLine {
         case .unixConnect(let path, let reconnect):
             options = "socket,id=\(id),path=\(QEMUOption.escape(path))"
             if let reconnect { options += ",reconnect=\(reconnect)" }
+        case .tcp(let host, let port, let listen, let telnet, let reconnect):
+            options = "socket,id=\(id),host=\(QEMUOption.escape(host)),port=\(port)"
+            if telnet { options += ",telnet=on" }
+            if listen { options += ",server=on,wait=off" }
+            if let reconnect { options += ",reconnect=\(reconnect)" }
+        case .udp(let host, let port, let localHost, let localPort):
+            options = "udp,id=\(id),host=\(QEMUOption.escape(host)),port=\(port)"
+            if let localHost { options += ",localaddr=\(QEMUOption.escape(localHost))" }
+            if let localPort { options += ",localport=\(localPort)" }
         }
         if let log = device.logFile {
             let set = nextFDSet
@@ -559,6 +569,11 @@ public struct QEMUCommandLine {
                 "driver": "isa-serial", "chardev": .string(id), "id": .string(serial.alias),
                 "index": .number(serial.targetPort ?? 0),
             ])
+        }
+        for parallel in spec.devices.parallels {
+            let id = "char\(parallel.alias)"
+            add("-chardev", chardevOptions(parallel, id: id))
+            addDevice(["driver": "isa-parallel", "chardev": .string(id), "id": .string(parallel.alias)])
         }
         for channel in spec.devices.channels {
             let id = "char\(channel.alias)"
@@ -697,6 +712,27 @@ public struct QEMUCommandLine {
             }
             addPCIAddress(rng.pciAddress, to: &props)
             addDevice(props)
+        }
+    }
+
+    mutating func addSounds() {
+        for sound in spec.devices.sounds {
+            var props: JSONObject
+            switch sound.model {
+            case .ac97:
+                props = ["driver": "AC97", "id": .string(sound.alias), "audiodev": "audio1"]
+            case .ich6, .ich9:
+                props = ["driver": .string(sound.model == .ich9 ? "ich9-intel-hda" : "intel-hda"), "id": .string(sound.alias)]
+            }
+            addPCIAddress(sound.pciAddress, to: &props)
+            addDevice(props)
+            guard sound.model != .ac97 else { continue }
+            for (cad, codec) in (sound.codecs.isEmpty ? ["duplex"] : sound.codecs).enumerated() {
+                addDevice([
+                    "driver": .string("hda-\(codec)"), "id": .string("\(sound.alias)-codec\(cad)"),
+                    "bus": .string("\(sound.alias).0"), "cad": .number(cad), "audiodev": "audio1",
+                ])
+            }
         }
     }
 

@@ -737,7 +737,7 @@ public actor VMSupervisor {
     }
 
     private func refreshCharDevicePaths(_ client: QMPClient) async throws {
-        let all = spec.devices.serials + spec.devices.channels
+        let all = spec.devices.serials + spec.devices.parallels + spec.devices.channels
         // Only a pty's path is chosen by QEMU; the others are ours.
         let chardevs = all.contains { $0.backend == .pty } ? try await client.run(QueryChardev()) : []
         for device in all {
@@ -750,7 +750,7 @@ public actor VMSupervisor {
                 runtime.charDevicePaths[device.alias] = path
             case .file(let path, _):
                 runtime.charDevicePaths[device.alias] = path
-            case .null:
+            case .null, .tcp, .udp:
                 break
             }
         }

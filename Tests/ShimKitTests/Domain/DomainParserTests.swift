@@ -77,7 +77,7 @@ func domainXML(devices: String = "", extra: String = "", type: String = "qemu", 
     /// Every refusal names the file, the line, the element and what is wrong.
     @Test(arguments: [
         // (devices, extra, expected fragments)
-        ("    <sound model='ich6'/>", "", ["t.xml:10:", "<sound>", "/domain/devices/sound", "not supported"]),
+        ("    <hostdev mode='subsystem' type='pci'/>", "", ["t.xml:10:", "<hostdev>", "/domain/devices/hostdev", "not supported"]),
         ("    <disk type='network' device='disk'><source protocol='nbd' name='x'/><target dev='vda'/></disk>", "",
          ["t.xml:10:", "<disk>", "type='network'"]),
         ("    <disk type='file' device='disk'><source file='/x' bogus='1'/><target dev='vda' bus='virtio'/></disk>", "",
@@ -100,7 +100,8 @@ func domainXML(devices: String = "", extra: String = "", type: String = "qemu", 
          ["t.xml:10:", "vmdk"]),
         ("    <interface type='bridge'><source bridge='br0'/></interface>", "", ["t.xml:10:", "<interface>", "type='bridge'"]),
         ("    <interface type='user'><mac address='zz:54:00:00:00:01'/></interface>", "", ["t.xml:10:", "zz:54:00:00:00:01"]),
-        ("    <serial type='tcp'><source mode='bind' host='0' service='4444'/></serial>", "", ["t.xml:10:", "type='tcp'"]),
+        ("    <serial type='spicevmc'/>", "", ["t.xml:10:", "type='spicevmc'"]),
+        ("    <serial type='tcp'><source mode='bind' host='0' service='4444'/><protocol type='tls'/></serial>", "", ["t.xml:10:", "protocol 'tls'"]),
         ("    <graphics type='spice'/>", "", ["t.xml:10:", "<graphics>", "spice"]),
         ("", "  <memtune><min_guarantee>1</min_guarantee></memtune>", ["t.xml:8:", "min_guarantee"]),
         ("", "  <cputune><vcpupin vcpu='0' cpuset='1'/></cputune>", ["t.xml:8:", "vcpupin"]),

@@ -147,4 +147,41 @@ import Testing
         let disabledWithFile = domainXML(devices: "    <interface type='user'><rom enabled='no' file='/x'/></interface>")
         #expect(throws: ShimError.self) { try Fixtures.plan(disabledWithFile) }
     }
+
+    @Test func networkCharacterDevicesAndParallelPortsAsLibvirtWritesThem() throws {
+        let xml = domainXML(devices: """
+                <serial type='tcp'><source mode='bind' host='127.0.0.1' service='4555'/><protocol type='telnet'/><target port='0'/></serial>
+                <serial type='udp'><source mode='bind' host='127.0.0.1' service='4556'/><source mode='connect' host='127.0.0.1' service='4557'/><target port='1'/></serial>
+                <serial type='tcp'><source mode='connect' host='h,x' service='4558'><reconnect enabled='yes' timeout='5'/></source><target port='2'/></serial>
+                <parallel type='pty'/>
+                <parallel type='null'><target port='2'/></parallel>
+            """)
+        let args = try Fixtures.plan(xml).arguments
+        let chardevs = args.indices.dropLast().filter { args[$0] == "-chardev" }.map { args[$0 + 1] }
+        #expect(chardevs.contains("socket,id=charserial0,host=127.0.0.1,port=4555,telnet=on,server=on,wait=off"), "\(chardevs)")
+        #expect(chardevs.contains("udp,id=charserial1,host=127.0.0.1,port=4557,localaddr=127.0.0.1,localport=4556"), "\(chardevs)")
+        #expect(chardevs.contains("socket,id=charserial2,host=h,,x,port=4558,reconnect=5"), "\(chardevs)")
+        #expect(chardevs.contains("pty,id=charparallel0") && chardevs.contains("null,id=charparallel1"))
+        #expect(devices(try Fixtures.plan(xml)).contains(#"{"driver":"isa-parallel","chardev":"charparallel1","id":"parallel1"}"#))
+        let bad = domainXML(devices: "    <serial type='tcp'><source mode='bind' host='127.0.0.1' service='http'/></serial>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(bad) }
+        let four = domainXML(devices: String(repeating: "    <parallel type='null'/>\n", count: 4))
+        #expect(throws: ShimError.self) { try Fixtures.plan(four) }
+    }
+
+    @Test func soundCardsWithTheirCodecs() throws {
+        let xml = domainXML(devices: """
+                <sound model='ich9'/>
+                <sound model='ich6'><codec type='micro'/></sound>
+                <sound model='ac97'/>
+            """, machine: "q35")
+        let lines = devices(try Fixtures.plan(xml))
+        #expect(lines.contains(#"{"driver":"ich9-intel-hda","id":"sound0","bus":"pcie.0","addr":"0x1b"}"#), "\(lines)")
+        #expect(lines.contains(#"{"driver":"hda-duplex","id":"sound0-codec0","bus":"sound0.0","cad":0,"audiodev":"audio1"}"#))
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"intel-hda","id":"sound1","bus":"pci."#) })
+        #expect(lines.contains(#"{"driver":"hda-micro","id":"sound1-codec0","bus":"sound1.0","cad":0,"audiodev":"audio1"}"#))
+        #expect(lines.contains { $0.hasPrefix(#"{"driver":"AC97","id":"sound2","audiodev":"audio1","bus":"pci."#) })
+        let badModel = domainXML(devices: "    <sound model='sb16'/>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(badModel) }
+    }
 }
