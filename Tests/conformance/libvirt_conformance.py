@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -332,6 +333,9 @@ def _block(devices: list) -> list[str]:
                 "detect_zeroes": inserted.get("detect_zeroes"),
                 "write_cache": inserted.get("cache", {}).get("writeback"),
                 "chain": chain,
+                # <iotune>, which libvirt sets over QMP after start
+                "throttle": {k: v for k, v in inserted.items()
+                             if (k.startswith(("bps", "iops")) or k == "group") and v not in (0, None)},
             }
         lines.append(json.dumps(entry, sort_keys=True))
     return sorted(lines)
@@ -537,6 +541,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the outcomes here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directories")
     args = parser.parse_args()
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: the finally blocks
+    # destroy and undefine the domain in flight and remove scratch files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if os.geteuid() != 0:
         print("libvirt_conformance: run as root (qemu:///system)", file=sys.stderr)

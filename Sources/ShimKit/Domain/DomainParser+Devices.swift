@@ -273,7 +273,12 @@ extension DomainParser {
         if let serial, serial.unicodeScalars.contains(where: { !DomainParser.isSerialCharacter($0) }) {
             throw reader.error(element, "disk serial '\(serial)' may only hold letters, digits, spaces and _ + - . : /")
         }
-        for unsupported in ["iotune", "encryption", "auth", "wwn", "vendor", "product", "blockio", "geometry", "mirror"] {
+        var ioTune: [String: Int64] = [:]
+        var ioTuneGroup: String?
+        if let iotune = try reader.child(element, "iotune") {
+            (ioTune, ioTuneGroup) = try parseIOTune(iotune)
+        }
+        for unsupported in ["encryption", "auth", "wwn", "vendor", "product", "blockio", "geometry", "mirror"] {
             if let node = try reader.child(element, unsupported) { throw reader.unsupported(node, "disk <\(unsupported)>") }
         }
         var disk = DomainSpec.Disk(
@@ -287,6 +292,9 @@ extension DomainParser {
         }
         disk.iothread = iothread
         disk.queues = queues
+        disk.ioTune = ioTune
+        disk.ioTuneGroup = ioTuneGroup
+        if !ioTune.isEmpty, source == nil { throw reader.error(element, "<iotune> needs a medium: an empty cdrom cannot be throttled") }
         if diskModel != nil, bus != .virtio { throw reader.error(element, "a disk model applies to virtio disks only") }
         disk.nonTransitional = diskModel == "virtio-non-transitional"
         // libvirt: rerror follows error_policy unless given; 'enospace' is werror-only (QEMU's enospc).
@@ -333,6 +341,51 @@ extension DomainParser {
         if dev.hasPrefix("hd") { return "ide" }
         if dev.hasPrefix("sd") { return "scsi" }  // libvirt's default for sd*
         return nil
+    }
+
+    /// libvirt's `<iotune>` element names and QEMU's block_set_io_throttle arguments.
+    static let ioTuneArguments: [(element: String, argument: String)] = [
+        ("total_bytes_sec", "bps"), ("read_bytes_sec", "bps_rd"), ("write_bytes_sec", "bps_wr"),
+        ("total_iops_sec", "iops"), ("read_iops_sec", "iops_rd"), ("write_iops_sec", "iops_wr"),
+        ("total_bytes_sec_max", "bps_max"), ("read_bytes_sec_max", "bps_rd_max"), ("write_bytes_sec_max", "bps_wr_max"),
+        ("total_iops_sec_max", "iops_max"), ("read_iops_sec_max", "iops_rd_max"), ("write_iops_sec_max", "iops_wr_max"),
+        ("total_bytes_sec_max_length", "bps_max_length"), ("read_bytes_sec_max_length", "bps_rd_max_length"),
+        ("write_bytes_sec_max_length", "bps_wr_max_length"), ("total_iops_sec_max_length", "iops_max_length"),
+        ("read_iops_sec_max_length", "iops_rd_max_length"), ("write_iops_sec_max_length", "iops_wr_max_length"),
+        ("size_iops_sec", "iops_size"),
+    ]
+
+    /// `<iotune>`, checked as libvirt checks it (virDomainDiskDefIotuneParse and
+    /// qemuValidateDomainDeviceDefDiskIOThrottle).
+    func parseIOTune(_ element: XMLElement) throws -> ([String: Int64], String?) {
+        var limits: [String: Int64] = [:]
+        for (name, argument) in Self.ioTuneArguments {
+            guard let child = try reader.child(element, name) else { continue }
+            let text = child.text.trimmingWhitespace()
+            guard let value = Int64(text), value >= 0, value <= 1_000_000_000_000_000 else {
+                throw reader.error(child, "<\(name)> '\(text)' must be a number from 0 to 10^15")
+            }
+            if value > 0 { limits[argument] = value }
+        }
+        for (total, read, write) in [("bps", "bps_rd", "bps_wr"), ("iops", "iops_rd", "iops_wr"), ("bps_max", "bps_rd_max", "bps_wr_max"), ("iops_max", "iops_rd_max", "iops_wr_max")]
+        where limits[total] != nil && (limits[read] != nil || limits[write] != nil) {
+            throw reader.error(element, "total and read/write \(total.hasPrefix("bps") ? "bytes" : "iops") limits cannot be set at the same time (libvirt refuses it too)")
+        }
+        for (argument, value) in limits where argument.hasSuffix("_max") {
+            let base = String(argument.dropLast(4))
+            if limits[base, default: 0] > value {
+                throw reader.error(element, "the burst limit \(argument) must not be below \(base)")
+            }
+        }
+        for (argument, _) in limits where argument.hasSuffix("_max_length") {
+            let burst = String(argument.dropLast(7))
+            guard limits[burst] != nil else { throw reader.error(element, "\(argument) needs \(burst) (libvirt refuses it too)") }
+        }
+        if limits["iops_size"] != nil, limits["iops"] == nil, limits["iops_rd"] == nil, limits["iops_wr"] == nil {
+            throw reader.error(element, "size_iops_sec needs an iops limit")
+        }
+        let group = try reader.childText(element, "group_name")
+        return (limits, group)
     }
 
     /// libvirt's virDiskNameToIndex: "vda" → 0, "sdz" → 25, "hdaa" → 26.

@@ -334,6 +334,11 @@ extension DomainSpec {
         public var usbPort: String?
         /// `model='virtio-non-transitional'`: the modern-only virtio device.
         public var nonTransitional = false
+        /// `<iotune>`: QEMU's throttle limits by QMP argument name (bps, iops_rd,
+        /// bps_max_length, iops_size, …), set with block_set_io_throttle before
+        /// the guest runs, and the throttle group.
+        public var ioTune: [String: Int64] = [:]
+        public var ioTuneGroup: String?
         /// `<driver error_policy rerror_policy>` as QEMU's werror/rerror.
         public var writeErrorPolicy: String?
         public var readErrorPolicy: String?

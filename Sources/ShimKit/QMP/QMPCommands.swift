@@ -164,3 +164,30 @@ public struct QueryCPUsFast: QMPCommand {
         }
     }
 }
+
+/// Maps to QMP `block_set_io_throttle`: a disk's `<iotune>`. The six basic
+/// limits are required by QEMU (0 = none); the others only when set.
+public struct BlockSetIOThrottle: QMPCommand {
+    public static let name = "block_set_io_throttle"
+    public typealias Response = Void
+    /// The guest device's qdev id or QOM path.
+    public var device: String
+    public var limits: [String: Int64]
+    public var group: String?
+    public init(device: String, limits: [String: Int64], group: String?) {
+        self.device = device
+        self.limits = limits
+        self.group = group
+    }
+    public var arguments: JSONObject? {
+        var object: JSONObject = ["id": .string(device)]
+        for required in ["bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr"] {
+            object[required] = .number(limits[required] ?? 0)
+        }
+        for (name, value) in limits.sorted(by: { $0.key < $1.key }) where object[name] == nil {
+            object[name] = .number(value)
+        }
+        if let group { object["group"] = .string(group) }
+        return object
+    }
+}

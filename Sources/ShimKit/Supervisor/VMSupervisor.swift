@@ -727,6 +727,13 @@ public actor VMSupervisor {
                 let target = Balloon(bytes: spec.memory.currentKiB * 1024)
                 group.addTask { try await client.run(target) }
             }
+            // libvirt applies <iotune> over QMP before the guest runs; a
+            // virtio-blk disk's block backend sits on its virtio-backend child.
+            for disk in spec.devices.disks where !disk.ioTune.isEmpty && disk.source != nil {
+                let device = disk.bus == .virtio ? "/machine/peripheral/\(disk.alias)/virtio-backend" : disk.alias
+                let throttle = BlockSetIOThrottle(device: device, limits: disk.ioTune, group: disk.ioTuneGroup)
+                group.addTask { try await client.run(throttle) }
+            }
             for nic in spec.devices.interfaces where !nic.linkUp {
                 let name = nic.alias
                 group.addTask { try await client.execute("set_link", ["name": .string(name), "up": false]) }

@@ -184,4 +184,26 @@ import Testing
         let badModel = domainXML(devices: "    <sound model='sb16'/>")
         #expect(throws: ShimError.self) { try Fixtures.plan(badModel) }
     }
+
+    @Test func iotuneIsReadLikeLibvirtAndBecomesOneThrottleCommand() throws {
+        let xml = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='vda'/>
+                  <iotune><total_bytes_sec>1000</total_bytes_sec><read_iops_sec>10</read_iops_sec><read_iops_sec_max>20</read_iops_sec_max><group_name>g</group_name></iotune>
+                </disk>
+            """)
+        let disk = try #require(try Fixtures.prepare(xml).devices.disks.first)
+        #expect(disk.ioTune == ["bps": 1000, "iops_rd": 10, "iops_rd_max": 20] && disk.ioTuneGroup == "g")
+        let command = BlockSetIOThrottle(device: "/machine/peripheral/virtio-disk0/virtio-backend", limits: disk.ioTune, group: "g")
+        #expect(JSONValue.object(try #require(command.arguments)).description
+            == #"{"id":"/machine/peripheral/virtio-disk0/virtio-backend","bps":1000,"bps_rd":0,"bps_wr":0,"iops":0,"iops_rd":10,"iops_wr":0,"iops_rd_max":20,"group":"g"}"#)
+        for bad in [
+            "<total_bytes_sec>1</total_bytes_sec><read_bytes_sec>1</read_bytes_sec>",
+            "<read_iops_sec_max_length>5</read_iops_sec_max_length>",
+            "<total_iops_sec>10</total_iops_sec><total_iops_sec_max>5</total_iops_sec_max>",
+            "<total_bytes_sec>-1</total_bytes_sec>",
+        ] {
+            let refused = domainXML(devices: "    <disk type='file' device='disk'><source file='/a'/><target dev='vda'/><iotune>\(bad)</iotune></disk>")
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
+        }
+    }
 }
