@@ -250,6 +250,9 @@ def gather(qmp, qemu_pid: int) -> dict:
     facts["pci"] = _pci(qmp("query-pci"))
     facts["qtree"] = _qtree(qmp("human-monitor-command", {"command-line": "info qtree"}))
     facts["block"] = _block(qmp("query-block"))
+    facts["numa"] = qmp("human-monitor-command", {"command-line": "info numa"}).splitlines()
+    facts["memory backends"] = sorted(
+        json.dumps({k: v for k, v in m.items() if k != "id"}, sort_keys=True) for m in qmp("query-memdev"))
     try:
         balloon = qmp("query-balloon")
         facts["balloon actual"] = balloon["actual"]
@@ -346,11 +349,15 @@ def _argv_facts(pid: int) -> dict:
     config built from argv; QMP cannot read them back."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     argv = [a.decode() for a in argv if a]
-    facts: dict[str, list[str]] = {"-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": []}
+    facts: dict[str, list[str]] = {
+        "-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": [], "-numa": [],
+    }
     for option, value in zip(argv, argv[1:]):
         if option in facts:
             facts[option].append(value)
     # vmshim and libvirt may spell the same -boot/-rtc/-global options in a different order
+    # the NUMA distance matrix reaches the guest as ACPI SLIT; the node's backend name is ours
+    facts["-numa"] = [re.sub(r",memdev=[^,]*", ",memdev=<set>", v) for v in facts["-numa"]]
     for key in ("-boot", "-rtc", "-global"):
         facts[key] = sorted(",".join(sorted(v.split(","))) for v in facts[key])
     return facts

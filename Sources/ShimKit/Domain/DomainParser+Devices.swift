@@ -278,7 +278,8 @@ extension DomainParser {
         if let iotune = try reader.child(element, "iotune") {
             (ioTune, ioTuneGroup) = try parseIOTune(iotune)
         }
-        for unsupported in ["encryption", "auth", "wwn", "vendor", "product", "blockio", "geometry", "mirror"] {
+        let identity = try parseDiskIdentity(element, bus: bus)
+        for unsupported in ["encryption", "auth", "geometry", "mirror"] {
             if let node = try reader.child(element, unsupported) { throw reader.unsupported(node, "disk <\(unsupported)>") }
         }
         var disk = DomainSpec.Disk(
@@ -294,6 +295,7 @@ extension DomainParser {
         disk.queues = queues
         disk.ioTune = ioTune
         disk.ioTuneGroup = ioTuneGroup
+        (disk.wwn, disk.vendor, disk.product, disk.logicalBlockSize, disk.physicalBlockSize) = identity
         if !ioTune.isEmpty, source == nil { throw reader.error(element, "<iotune> needs a medium: an empty cdrom cannot be throttled") }
         if diskModel != nil, bus != .virtio { throw reader.error(element, "a disk model applies to virtio disks only") }
         disk.nonTransitional = diskModel == "virtio-non-transitional"
@@ -341,6 +343,45 @@ extension DomainParser {
         if dev.hasPrefix("hd") { return "ide" }
         if dev.hasPrefix("sd") { return "scsi" }  // libvirt's default for sd*
         return nil
+    }
+
+    /// `<wwn>`, `<vendor>`, `<product>` and `<blockio>`, with libvirt's rules.
+    func parseDiskIdentity(_ element: XMLElement, bus: DomainSpec.Disk.Bus) throws
+        -> (wwn: UInt64?, vendor: String?, product: String?, logical: Int?, physical: Int?)
+    {
+        var wwn: UInt64?
+        if let wwnElement = try reader.child(element, "wwn") {
+            guard bus == .ide || bus == .scsi else { throw reader.error(wwnElement, "only ide and scsi disks take a <wwn> (libvirt refuses it too)") }
+            var text = wwnElement.text.trimmingWhitespace()
+            if text.hasPrefix("0x") { text = String(text.dropFirst(2)) }
+            guard text.count == 16, let value = UInt64(text, radix: 16) else {
+                throw reader.error(wwnElement, "wwn '\(wwnElement.text)' must be 16 hexadecimal digits")
+            }
+            wwn = value
+        }
+        var texts: [String: String] = [:]
+        for (name, limit) in [("vendor", 8), ("product", 16)] {
+            guard let node = try reader.child(element, name) else { continue }
+            guard bus == .scsi else { throw reader.error(node, "only scsi disks take a <\(name)> (libvirt refuses it too)") }
+            let text = node.text.trimmingWhitespace()
+            guard !text.isEmpty, text.count <= limit, text.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value < 0x7F }) else {
+                throw reader.error(node, "<\(name)> must be 1 to \(limit) printable ASCII characters")
+            }
+            texts[name] = text
+        }
+        var logical: Int?
+        var physical: Int?
+        if let blockio = try reader.child(element, "blockio") {
+            for attribute in ["logical_block_size", "physical_block_size"] {
+                guard let size = try reader.intAttribute(blockio, attribute, range: 512...32768) else { continue }
+                guard size & (size - 1) == 0 else { throw reader.error(blockio, "\(attribute)='\(size)' must be a power of two") }
+                if attribute == "logical_block_size" { logical = size } else { physical = size }
+            }
+            if blockio.attribute("discard_granularity") != nil {
+                throw reader.unsupported(blockio, "discard_granularity (newer than libvirt 9.0)")
+            }
+        }
+        return (wwn, texts["vendor"], texts["product"], logical, physical)
     }
 
     /// libvirt's `<iotune>` element names and QEMU's block_set_io_throttle arguments.

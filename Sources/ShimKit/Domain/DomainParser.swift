@@ -64,11 +64,16 @@ public struct DomainParser {
             if let element = try reader.child(root, informational) { reader.ignoreSubtree(element) }
         }
 
-        let memory = try parseMemory(root)
+        var memory = try parseMemory(root)
         let vcpus = try parseVCPUs(root)
         let os = try parseOS(root, virtType: virtType)
         let features = try parseFeatures(root)
         let cpu = try parseCPU(root, vcpus: vcpus)
+        if !cpu.numaCells.isEmpty {
+            // libvirt: with NUMA cells, the guest's memory is their sum.
+            memory.maximumKiB = cpu.numaCells.reduce(0) { $0 + $1.memoryKiB }
+            memory.currentKiB = min(memory.currentKiB, memory.maximumKiB)
+        }
         let clock = try parseClock(root)
         let lifecycle = try parseLifecycle(root)
         let power = try parsePower(root)
@@ -98,6 +103,7 @@ public struct DomainParser {
         spec.tuning = tuning
         spec.sysinfo = try parseSysinfo(root, uuid: &spec.uuid)
         spec.iothreadIDs = try parseIOThreads(root)
+        spec.memoryBacking = try parseMemoryBacking(root, numa: !cpu.numaCells.isEmpty)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
             throw reader.error(
                 element,
@@ -129,24 +135,35 @@ public struct DomainParser {
             throw reader.error(element, "'\(text)' is not a non-negative integer")
         }
         let unit = reader.attribute(element, "unit") ?? defaultUnit
-        let bytesPerUnit: UInt64
-        switch unit {
-        case "b", "byte", "bytes": bytesPerUnit = 1
-        case "KB": bytesPerUnit = 1000
-        case "k", "K", "KiB": bytesPerUnit = 1024
-        case "MB": bytesPerUnit = 1_000_000
-        case "M", "MiB": bytesPerUnit = 1 << 20
-        case "GB": bytesPerUnit = 1_000_000_000
-        case "G", "GiB": bytesPerUnit = 1 << 30
-        case "TB": bytesPerUnit = 1_000_000_000_000
-        case "T", "TiB": bytesPerUnit = 1 << 40
-        case "PB": bytesPerUnit = 1_000_000_000_000_000
-        case "P", "PiB": bytesPerUnit = 1 << 50
-        default:
+        guard Self.bytesPerUnit(unit) != nil else {
             throw reader.error(element, "unknown unit '\(unit)' (use b, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
         }
-        let (bytes, overflow) = value.multipliedReportingOverflow(by: bytesPerUnit)
-        guard !overflow else { throw reader.error(element, "value \(value) \(unit) is too large") }
+        guard let kib = Self.kibibytes(value, unit: unit) else { throw reader.error(element, "value \(value) \(unit) is too large") }
+        return kib
+    }
+
+    static func bytesPerUnit(_ unit: String) -> UInt64? {
+        switch unit {
+        case "b", "byte", "bytes": return 1
+        case "KB": return 1000
+        case "k", "K", "KiB": return 1024
+        case "MB": return 1_000_000
+        case "M", "MiB": return 1 << 20
+        case "GB": return 1_000_000_000
+        case "G", "GiB": return 1 << 30
+        case "TB": return 1_000_000_000_000
+        case "T", "TiB": return 1 << 40
+        case "PB": return 1_000_000_000_000_000
+        case "P", "PiB": return 1 << 50
+        default: return nil
+        }
+    }
+
+    /// An amount in a libvirt unit, in KiB rounded up; nil for an unknown unit or an overflow.
+    static func kibibytes(_ value: UInt64, unit: String) -> UInt64? {
+        guard let perUnit = bytesPerUnit(unit) else { return nil }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: perUnit)
+        guard !overflow else { return nil }
         return bytes / 1024 + (bytes % 1024 == 0 ? 0 : 1)
     }
 
@@ -218,6 +235,52 @@ public struct DomainParser {
         return cpus.isEmpty ? nil : cpus
     }
 
+    /// `<cpu><numa>`: cells with ids 0…n-1 in order, disjoint vCPU lists within
+    /// the maximum, and distances 10…255, as libvirt checks them.
+    func parseNUMA(_ cpuElement: XMLElement, vcpus: DomainSpec.VCPUs) throws -> [DomainSpec.CPU.NUMACell] {
+        guard let numa = try reader.child(cpuElement, "numa") else { return [] }
+        var cells: [DomainSpec.CPU.NUMACell] = []
+        var assigned = Set<Int>()
+        for element in reader.children(numa, "cell") {
+            let id = try reader.intAttribute(element, "id", range: 0...255) ?? cells.count
+            guard id == cells.count else { throw reader.error(element, "NUMA cell id \(id) is out of order: cells go 0, 1, 2, … (libvirt refuses it too)") }
+            let cpusText = try reader.requiredAttribute(element, "cpus")
+            guard let cpus = Self.parseCPUSet(cpusText) else { throw reader.error(element, "cpus='\(cpusText)' is not a CPU list") }
+            if let outside = cpus.first(where: { $0 >= vcpus.maximum }) {
+                throw reader.error(element, "vCPU \(outside) is beyond the \(vcpus.maximum) vCPUs")
+            }
+            if let shared = cpus.first(where: { assigned.contains($0) }) {
+                throw reader.error(element, "vCPU \(shared) is in more than one NUMA cell")
+            }
+            assigned.formUnion(cpus)
+            let memoryText = try reader.requiredAttribute(element, "memory")
+            guard let amount = UInt64(memoryText), amount > 0 else { throw reader.error(element, "memory='\(memoryText)' must be a positive number") }
+            let unit = reader.attribute(element, "unit") ?? "KiB"
+            guard let kib = Self.kibibytes(amount, unit: unit) else { throw reader.error(element, "memory unit '\(unit)' is unknown or the amount too large") }
+            if let access = reader.attribute(element, "memAccess") {
+                throw reader.unsupported(element, "NUMA memAccess='\(access)' (it needs a file-backed memory backend)")
+            }
+            if element.attribute("discard") != nil { throw reader.unsupported(element, "NUMA cell discard") }
+            var cell = DomainSpec.CPU.NUMACell(id: id, cpus: cpus, memoryKiB: (kib + 1023) / 1024 * 1024)
+            if let distances = try reader.child(element, "distances") {
+                for sibling in reader.children(distances, "sibling") {
+                    guard let other = try reader.intAttribute(sibling, "id", range: 0...255),
+                        let value = try reader.intAttribute(sibling, "value", range: 10...255)
+                    else { throw reader.error(sibling, "a <sibling> needs id and value (10 to 255)") }
+                    if other == id, value != 10 { throw reader.error(sibling, "a cell's distance to itself is 10") }
+                    cell.distances[other] = value
+                }
+            }
+            cells.append(cell)
+        }
+        for cell in cells {
+            if let unknown = cell.distances.keys.first(where: { $0 >= cells.count }) {
+                throw reader.error(numa, "cell \(cell.id) names a distance to cell \(unknown), which does not exist")
+            }
+        }
+        return cells
+    }
+
     func parseCPU(_ root: XMLElement, vcpus: DomainSpec.VCPUs) throws -> DomainSpec.CPU {
         var cpu = DomainSpec.CPU(mode: .custom, model: nil, features: [], topology: nil)
         guard let element = try reader.child(root, "cpu") else { return cpu }
@@ -263,6 +326,7 @@ public struct DomainParser {
             }
             cpu.topology = value
         }
+        cpu.numaCells = try parseNUMA(element, vcpus: vcpus)
         switch cpu.mode {
         case .custom:
             break
@@ -574,6 +638,46 @@ public struct DomainParser {
     /// `<memtune>`, `<cputune>` and `<blkiotune>`, with libvirt's ranges. The
     /// parts vmshim does not apply (pinning, emulator and iothread periods,
     /// per-device I/O limits, min_guarantee) stay unread and are refused.
+    /// `<memoryBacking>`: memfd or anonymous RAM, shared or private, allocated
+    /// at once or on demand, out of KSM. Hugepages, file backing and locked
+    /// memory are refused.
+    func parseMemoryBacking(_ root: XMLElement, numa: Bool) throws -> DomainSpec.MemoryBacking {
+        var backing = DomainSpec.MemoryBacking()
+        guard let element = try reader.child(root, "memoryBacking") else { return backing }
+        backing.noSharePages = try reader.child(element, "nosharepages") != nil
+        if let discard = try reader.child(element, "discard") { reader.ignoreAttributes(discard) }  // no effect on RAM or memfd, as in libvirt
+        if let source = try reader.child(element, "source") {
+            switch reader.attribute(source, "type") ?? "anonymous" {
+            case "anonymous": break
+            case "memfd": backing.memfd = true
+            case let other: throw reader.unsupported(source, "memory source type='\(other)' (anonymous or memfd)")
+            }
+        }
+        if let access = try reader.child(element, "access") {
+            switch reader.attribute(access, "mode") ?? "private" {
+            case "private": break
+            case "shared":
+                guard backing.memfd else {
+                    throw reader.unsupported(access, "shared anonymous memory (use <source type='memfd'/>)")
+                }
+                backing.shared = true
+            case let other: throw reader.error(access, "access mode='\(other)' must be shared or private")
+            }
+        }
+        if let allocation = try reader.child(element, "allocation") {
+            switch reader.attribute(allocation, "mode") ?? "ondemand" {
+            case "ondemand": break
+            case "immediate": backing.preallocate = true
+            case let other: throw reader.error(allocation, "allocation mode='\(other)' must be immediate or ondemand")
+            }
+            if allocation.attribute("threads") != nil { throw reader.unsupported(allocation, "preallocation threads") }
+        }
+        if numa, backing.memfd || backing.preallocate {
+            throw reader.unsupported(element, "a memfd or preallocated backend together with NUMA cells")
+        }
+        return backing
+    }
+
     /// `<iothreads>N</iothreads>` and `<iothreadids>`: like libvirt, the listed
     /// ids first, then the lowest unused ids up to N.
     func parseIOThreads(_ root: XMLElement) throws -> [Int] {

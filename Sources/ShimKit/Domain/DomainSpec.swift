@@ -25,6 +25,20 @@ public struct DomainSpec: Sendable, Equatable {
     public var registerCgroup: Bool = true
     /// `<memtune>`, `<cputune>`, `<blkiotune>`: limits for the VM's cgroup.
     public var tuning = Tuning()
+    /// `<memoryBacking>`: how the guest's RAM is allocated on the host.
+    public var memoryBacking = MemoryBacking()
+
+    public struct MemoryBacking: Sendable, Equatable {
+        /// `<source type='memfd'/>`: a memfd backend (what vhost-user and virtiofs need).
+        public var memfd = false
+        /// `<access mode='shared'/>`.
+        public var shared = false
+        /// `<allocation mode='immediate'/>`: allocate all RAM at start.
+        public var preallocate = false
+        /// `<nosharepages/>`: keep the RAM out of KSM.
+        public var noSharePages = false
+        public init() {}
+    }
     /// `<iothreads>` / `<iothreadids>`: the ids of QEMU's iothread objects (`iothreadN`).
     public var iothreadIDs: [Int] = []
     /// `<sysinfo type='smbios'>` when `<os><smbios mode='sysinfo'/>` selects
@@ -125,6 +139,16 @@ extension DomainSpec {
         public var model: String?
         public var features: [Feature]
         public var topology: Topology?
+        /// `<numa><cell>`: the guest's NUMA nodes, in id order.
+        public var numaCells: [NUMACell] = []
+
+        public struct NUMACell: Sendable, Equatable {
+            public var id: Int
+            public var cpus: [Int]
+            public var memoryKiB: UInt64
+            /// `<distances><sibling id value>`, by sibling id.
+            public var distances: [Int: Int] = [:]
+        }
     }
 }
 
@@ -334,6 +358,13 @@ extension DomainSpec {
         public var usbPort: String?
         /// `model='virtio-non-transitional'`: the modern-only virtio device.
         public var nonTransitional = false
+        /// `<wwn>` (ide, scsi), `<vendor>`/`<product>` (scsi), `<blockio>`: what
+        /// the guest reads from the disk's identity and geometry.
+        public var wwn: UInt64?
+        public var vendor: String?
+        public var product: String?
+        public var logicalBlockSize: Int?
+        public var physicalBlockSize: Int?
         /// `<iotune>`: QEMU's throttle limits by QMP argument name (bps, iops_rd,
         /// bps_max_length, iops_size, …), set with block_set_io_throttle before
         /// the guest runs, and the throttle group.

@@ -130,7 +130,10 @@ public struct QEMUCommandLine {
         // libvirt's order (qemuBuildMachineCommandLine).
         if let vmport = spec.features.vmport { machine += ",vmport=\(vmport ? "on" : "off")" }
         if let smm = spec.features.smm { machine += ",smm=\(smm ? "on" : "off")" }
-        machine += ",dump-guest-core=off,memory-backend=pc.ram"
+        machine += ",dump-guest-core=off"
+        if spec.memoryBacking.noSharePages { machine += ",mem-merge=off" }
+        // With NUMA the RAM is one backend per node instead of pc.ram.
+        if spec.cpu.numaCells.isEmpty { machine += ",memory-backend=pc.ram" }
         if spec.os.firmware != nil { machine += ",pflash0=libvirt-pflash0-format,pflash1=libvirt-pflash1-format" }
         if let hpet = spec.clock.timer(.hpet), hpet.present == false { machine += ",hpet=off" }
         if !spec.features.acpi { machine += ",acpi=off" }
@@ -140,7 +143,17 @@ public struct QEMUCommandLine {
         if spec.os.firmware?.secure == true { add("-global", "driver=cfi.pflash01,property=secure,value=on") }
         let mebibytes = spec.memory.maximumKiB / 1024
         add("-m", "\(mebibytes)")
-        add("-object", JSONValue.object(["qom-type": "memory-backend-ram", "id": "pc.ram", "size": .number(mebibytes << 20)]).description)
+        if spec.cpu.numaCells.isEmpty {
+            let backing = spec.memoryBacking
+            var ram: JSONObject = ["qom-type": backing.memfd ? "memory-backend-memfd" : "memory-backend-ram", "id": "pc.ram"]
+            if backing.memfd {
+                ram["share"] = .bool(backing.shared)
+                ram["x-use-canonical-path-for-ramblock-id"] = false
+            }
+            if backing.preallocate { ram["prealloc"] = true }
+            ram["size"] = .number(mebibytes << 20)
+            add("-object", JSONValue.object(ram).description)
+        }
         add("-overcommit", "mem-lock=off")
         var smp = "\(spec.vcpus.current)"
         if spec.vcpus.current != spec.vcpus.maximum { smp += ",maxcpus=\(spec.vcpus.maximum)" }
@@ -150,6 +163,37 @@ public struct QEMUCommandLine {
             smp += ",sockets=\(spec.vcpus.maximum),cores=1,threads=1"
         }
         add("-smp", smp)
+        addNUMA()
+    }
+
+    /// `<cpu><numa>` as libvirt 9.0 writes it: a RAM backend and a node per
+    /// cell (a `cpus=` per range), then every distance once any is given.
+    mutating func addNUMA() {
+        let cells = spec.cpu.numaCells
+        for cell in cells {
+            let backend = "ram-node\(cell.id)"
+            add("-object", JSONValue.object([
+                "qom-type": "memory-backend-ram", "id": .string(backend), "size": .number(cell.memoryKiB * 1024),
+            ]).description)
+            var ranges: [String] = []
+            var index = 0
+            while index < cell.cpus.count {
+                var end = index
+                while end + 1 < cell.cpus.count, cell.cpus[end + 1] == cell.cpus[end] + 1 { end += 1 }
+                ranges.append(index == end ? "\(cell.cpus[index])" : "\(cell.cpus[index])-\(cell.cpus[end])")
+                index = end + 1
+            }
+            add("-numa", "node,nodeid=\(cell.id)," + ranges.map { "cpus=\($0)" }.joined(separator: ",") + ",memdev=\(backend)")
+        }
+        guard cells.contains(where: { !$0.distances.isEmpty }) else { return }
+        for source in cells {
+            for target in cells {
+                // libvirt fills the matrix: 10 to itself, symmetric where one side is given, 20 otherwise.
+                let value = source.id == target.id ? 10
+                    : source.distances[target.id] ?? target.distances[source.id] ?? 20
+                add("-numa", "dist,src=\(source.id),dst=\(target.id),val=\(value)")
+            }
+        }
     }
 
     func cpuModel() throws -> String {
@@ -460,7 +504,13 @@ public struct QEMUCommandLine {
             if disk.source != nil { device["drive"] = .string(format) }
             device["id"] = .string(disk.alias)
             if let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
-            // libvirt's order (qemuBuildDiskDeviceProps): removable, write-cache, serial.
+            // libvirt's order (qemuBuildDiskDeviceProps): block sizes, wwn, vendor,
+            // product, removable, write-cache, serial, error policies.
+            if let size = disk.logicalBlockSize { device["logical_block_size"] = .number(size) }
+            if let size = disk.physicalBlockSize { device["physical_block_size"] = .number(size) }
+            if let wwn = disk.wwn { device["wwn"] = .uint(wwn) }
+            if let vendor = disk.vendor { device["vendor"] = .string(vendor) }
+            if let product = disk.product { device["product"] = .string(product) }
             if disk.bus == .usb { device["removable"] = .bool(disk.removable ?? false) }
             if disk.bus == .scsi, disk.device == .disk, let removable = disk.removable { device["removable"] = .bool(removable) }
             if let writeCache { device["write-cache"] = .string(writeCache) }

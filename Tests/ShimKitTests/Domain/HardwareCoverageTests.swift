@@ -206,4 +206,65 @@ import Testing
             #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
         }
     }
+
+    @Test func diskIdentityAndGeometry() throws {
+        let xml = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='sda' bus='scsi'/><wwn>0x5000c50015ea71ac</wwn><vendor>SEAGATE</vendor><product>ST3146356SS</product><blockio logical_block_size='512' physical_block_size='4096'/></disk>
+            """)
+        let lines = devices(try Fixtures.plan(xml))
+        #expect(lines.contains { $0.hasSuffix(#""bootindex":1,"logical_block_size":512,"physical_block_size":4096,"wwn":5764824127192592812,"vendor":"SEAGATE","product":"ST3146356SS"}"#) }, "\(lines)")
+        for bad in [
+            "<target dev='vda' bus='virtio'/><wwn>5000c50015ea71ac</wwn>",
+            "<target dev='hda' bus='ide'/><vendor>X</vendor>",
+            "<target dev='sda' bus='scsi'/><wwn>5000c500</wwn>",
+            "<target dev='sda' bus='scsi'/><product>a product name that is too long</product>",
+            "<target dev='vda' bus='virtio'/><blockio logical_block_size='1000'/>",
+        ] {
+            let refused = domainXML(devices: "    <disk type='file' device='disk'><source file='/a'/>\(bad)</disk>")
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
+        }
+    }
+
+    @Test func numaCellsBecomeNodesWithTheirMemoryAndDistances() throws {
+        let xml = domainXML(extra: """
+              <cpu><topology sockets='2' dies='1' cores='2' threads='1'/><numa>
+                <cell id='0' cpus='0,2' memory='64' unit='MiB'/>
+                <cell id='1' cpus='1,3' memory='65536'><distances><sibling id='0' value='21'/></distances></cell>
+              </numa></cpu>
+            """).replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu>4</vcpu>")
+        let plan = try Fixtures.plan(xml)
+        let args = plan.arguments
+        let machine = try #require(args.firstIndex(of: "-machine").map { args[$0 + 1] })
+        #expect(!machine.contains("memory-backend"))
+        #expect(!args.contains { $0.contains(#""id":"pc.ram""#) })
+        #expect(args.firstIndex(of: "-m").map { args[$0 + 1] } == "128", "the cells' sum")
+        let numa = args.indices.dropLast().filter { args[$0] == "-numa" }.map { args[$0 + 1] }
+        #expect(numa == [
+            "node,nodeid=0,cpus=0,cpus=2,memdev=ram-node0", "node,nodeid=1,cpus=1,cpus=3,memdev=ram-node1",
+            "dist,src=0,dst=0,val=10", "dist,src=0,dst=1,val=21", "dist,src=1,dst=0,val=21", "dist,src=1,dst=1,val=10",
+        ])
+        #expect(args.contains(#"{"qom-type":"memory-backend-ram","id":"ram-node1","size":67108864}"#))
+        for bad in [
+            "<cell id='1' cpus='0' memory='64' unit='MiB'/>",
+            "<cell id='0' cpus='0-1' memory='64' unit='MiB'/><cell id='1' cpus='1-3' memory='64' unit='MiB'/>",
+            "<cell id='0' cpus='0-7' memory='64' unit='MiB'/>",
+            "<cell id='0' cpus='0-3' memory='64' unit='MiB' memAccess='shared'/>",
+        ] {
+            let refused = domainXML(extra: "  <cpu><numa>\(bad)</numa></cpu>").replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu>4</vcpu>")
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
+        }
+    }
+
+    @Test func memoryBackingAsLibvirtWritesIt() throws {
+        let xml = domainXML(extra: """
+              <memoryBacking><nosharepages/><source type='memfd'/><access mode='shared'/><allocation mode='immediate'/></memoryBacking>
+            """)
+        let args = try Fixtures.plan(xml).arguments
+        #expect(args.firstIndex(of: "-machine").map { args[$0 + 1] } == "pc,usb=off,dump-guest-core=off,mem-merge=off,memory-backend=pc.ram,acpi=off")
+        #expect(args.contains(#"{"qom-type":"memory-backend-memfd","id":"pc.ram","share":true,"x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#))
+        for bad in ["<hugepages/>", "<locked/>", "<access mode='shared'/>", "<source type='file'/>"] {
+            let refused = domainXML(extra: "  <memoryBacking>\(bad)</memoryBacking>")
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
+        }
+    }
 }
