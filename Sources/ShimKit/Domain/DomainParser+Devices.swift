@@ -524,7 +524,7 @@ extension DomainParser {
     func parseInterface(_ element: XMLElement) throws -> DomainSpec.Interface {
         let typeRaw = try reader.requiredAttribute(element, "type")
         guard let kind = DomainSpec.Interface.Kind(rawValue: typeRaw) else {
-            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user and ethernet)")
+            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, mcast, server, client and udp)")
         }
         var mac = ""
         var macGenerated = true
@@ -556,7 +556,7 @@ extension DomainParser {
         if let target = try reader.child(element, "target") {
             targetDev = reader.attribute(target, "dev")
             managed = try reader.boolAttribute(target, "managed") ?? true
-            if kind == .user { reader.ignoreAttributes(target, "dev") }
+            if kind != .ethernet { reader.ignoreAttributes(target, "dev") }
         }
         if let dev = targetDev, kind == .ethernet {
             guard !dev.isEmpty, dev.utf8.count < 16, !dev.contains("/"), !dev.contains(" ") else {
@@ -608,7 +608,12 @@ extension DomainParser {
                 throw reader.error(romElement, "a disabled ROM takes no bar or file (libvirt refuses it too)")
             }
         }
-        for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"] {
+        var endpoint: (String, String?)?
+        if kind == .mcast || kind == .server || kind == .client || kind == .udp {
+            endpoint = try parseSocketEndpoint(element, kind: kind)
+        }
+        for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
+        where !(unsupported == "source" && endpoint != nil) {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
@@ -617,12 +622,38 @@ extension DomainParser {
             kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind == .ethernet ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
         nic.virtioTuning = tuning
+        nic.socketEndpoint = endpoint?.0
+        nic.socketLocal = endpoint?.1
         nic.nonTransitional = nonTransitional
         (nic.romEnabled, nic.romBar, nic.romFile) = rom
         nic.script = script
         nic.alias = try userAlias(element)
         nic.pciAddress = try pciAddress(element)
         return nic
+    }
+
+    /// `<source address port>` (and udp's `<local address port>`) of a socket
+    /// NIC, as QEMU's `host:port` strings.
+    func parseSocketEndpoint(_ element: XMLElement, kind: DomainSpec.Interface.Kind) throws -> (String, String?) {
+        guard let source = try reader.child(element, "source") else {
+            throw reader.error(element, "interface type='\(kind.rawValue)' needs <source address port>")
+        }
+        func endpoint(_ node: XMLElement) throws -> String {
+            guard let address = reader.attribute(node, "address"), !address.isEmpty else {
+                throw reader.error(node, "missing address='…'")
+            }
+            guard let port = try reader.intAttribute(node, "port", range: 1...65535) else { throw reader.error(node, "missing port='…'") }
+            return "\(address):\(port)"
+        }
+        let remote = try endpoint(source)
+        var local: String?
+        if let localElement = try reader.child(source, "local") {
+            guard kind == .udp else { throw reader.unsupported(localElement, "<local> on interface type='\(kind.rawValue)' (udp only)") }
+            local = try endpoint(localElement)
+        } else if kind == .udp {
+            throw reader.error(source, "interface type='udp' needs <local address port> inside its <source> (libvirt refuses it too)")
+        }
+        return (remote, local)
     }
 
     /// `<driver>` of a NIC: the virtio-net knobs libvirt passes on argv. vhost,

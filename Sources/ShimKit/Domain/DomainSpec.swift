@@ -414,7 +414,7 @@ extension DomainSpec {
     }
 
     public struct Interface: Sendable, Equatable {
-        public enum Kind: String, Sendable { case user, ethernet }
+        public enum Kind: String, Sendable { case user, ethernet, mcast, server, client, udp }
         public enum Model: String, Sendable { case virtio, e1000, e1000e, rtl8139 }
         public var kind: Kind
         public var mac: String
@@ -433,6 +433,10 @@ extension DomainSpec {
         public var romEnabled: Bool? = nil
         public var romBar: Bool? = nil
         public var romFile: String? = nil
+        /// mcast/server/client/udp: QEMU's socket netdev endpoint
+        /// (`<source address port>`) and, for udp, `<local address port>`.
+        public var socketEndpoint: String?
+        public var socketLocal: String?
         /// virtio only: `<driver txmode ioeventfd event_idx rx_queue_size tx_queue_size>`.
         public var virtioTuning = VirtioNetTuning()
         /// ethernet: `<script path>`, run with the tap's name before the guest's vCPUs first run.

@@ -533,6 +533,13 @@ public struct QEMUCommandLine {
                 let fd = passFD(
                     .tap(name: nic.targetDev, vnetHeader: nic.model == .virtio, managed: nic.managedTap, alias: nic.alias))
                 add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
+            case .mcast, .server, .client, .udp:
+                // libvirt 9.0's socket netdevs: mcast, listen, connect, udp with localaddr.
+                let key = ["mcast": "mcast", "server": "listen", "client": "connect", "udp": "udp"][nic.kind.rawValue] ?? "mcast"
+                var netdev: JSONObject = ["type": "socket", key: .string(nic.socketEndpoint ?? "")]
+                if let local = nic.socketLocal { netdev["localaddr"] = .string(local) }
+                netdev["id"] = .string(netdevID)
+                add("-netdev", JSONValue.object(netdev).description)
             }
             // libvirt's key order (qemuBuildNicDevProps): the virtio knobs before netdev.
             var device: JSONObject = [

@@ -267,4 +267,26 @@ import Testing
             #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
         }
     }
+
+    @Test func socketNICsAsLibvirtWritesThem() throws {
+        let xml = domainXML(devices: """
+                <interface type='mcast'><mac address='52:54:00:00:00:51'/><source address='230.0.0.1' port='5558'/></interface>
+                <interface type='client'><mac address='52:54:00:00:00:52'/><source address='127.0.0.1' port='5559'/></interface>
+                <interface type='udp'><mac address='52:54:00:00:00:53'/><source address='127.0.0.1' port='5560'><local address='127.0.0.1' port='5561'/></source></interface>
+            """)
+        let args = try Fixtures.plan(xml).arguments
+        let netdevs = args.indices.dropLast().filter { args[$0] == "-netdev" }.map { args[$0 + 1] }
+        #expect(netdevs == [
+            #"{"type":"socket","mcast":"230.0.0.1:5558","id":"hostnet0"}"#,
+            #"{"type":"socket","connect":"127.0.0.1:5559","id":"hostnet1"}"#,
+            #"{"type":"socket","udp":"127.0.0.1:5560","localaddr":"127.0.0.1:5561","id":"hostnet2"}"#,
+        ])
+        for bad in [
+            "<interface type='udp'><source address='127.0.0.1' port='5560'/></interface>",
+            "<interface type='server'><source port='5560'/></interface>",
+            "<interface type='mcast'><source address='230.0.0.1' port='1'><local address='1.2.3.4' port='2'/></source></interface>",
+        ] {
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(domainXML(devices: "    " + bad)) }
+        }
+    }
 }
