@@ -9,6 +9,7 @@ packages=(
   libvirt-daemon-system libvirt-clients # libvirt's RelaxNG schema for 'vmshim validate', the bench reference
   python3-libvirt                     # bench/registrar.py's libvirt reference (virConnectListAllDomains)
   ovmf                                # UEFI firmware and its descriptors (<os firmware='efi'>; conformance suite)
+  iproute2                            # 'ip': the bridge the tests and the conformance suite attach taps to
   busybox-static cpio                 # the test guest's initramfs
   python3 python3-venv                # the Python gRPC client test (grpcio from PyPI in a venv)
   protobuf-compiler                   # scripts/gen-protos.sh

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -234,3 +235,22 @@ int cshim_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 #include <malloc.h>
 
 int cshim_malloc_trim(void) { return malloc_trim(0); }
+
+int cshim_link_get_mtu(const char *name) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    if (link_ioctl(name, SIOCGIFMTU, &ifr) != 0)
+        return -1;
+    return ifr.ifr_mtu;
+}
+
+int cshim_bridge_add_port(const char *bridge, const char *port) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    if (link_ioctl(port, SIOCGIFINDEX, &ifr) != 0)
+        return -1;
+    int index = ifr.ifr_ifindex;
+    memset(&ifr, 0, sizeof(ifr));
+    ifr.ifr_ifindex = index;
+    return link_ioctl(bridge, SIOCBRADDIF, &ifr);
+}

@@ -192,6 +192,9 @@ def prepare(source: Path, work: Path, test: str) -> Prepared:
 
     macs = iter(range(1, 256))
     for interface in devices.findall("interface"):
+        source = interface.find("source")
+        if interface.get("type") == "bridge" and source is not None:
+            source.set("bridge", ensure_bridge())
         if interface.find("mac") is None:
             ET.SubElement(interface, "mac", {"address": f"52:54:00:c0:0f:{next(macs):02x}"})
             prepared.notes.append("fixed MAC added")
@@ -204,6 +207,19 @@ def prepare(source: Path, work: Path, test: str) -> Prepared:
 
     prepared.xml = ET.tostring(root, encoding="unicode")
     return prepared
+
+
+TEST_BRIDGE = "vmshimconf0"
+
+
+def ensure_bridge() -> str:
+    """A host bridge for type='bridge' NICs, made once and removed at exit."""
+    if not Path(f"/sys/class/net/{TEST_BRIDGE}").exists():
+        subprocess.run(["ip", "link", "add", TEST_BRIDGE, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "set", TEST_BRIDGE, "up"], check=True)
+        import atexit
+        atexit.register(lambda: subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True))
+    return TEST_BRIDGE
 
 
 # ---------------------------------------------------------------- gathering

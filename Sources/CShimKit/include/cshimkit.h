@@ -21,6 +21,10 @@ int cshim_pidfd_reap(int pidfd, int *code, int *status);
  * (IFNAMSIZ bytes); an empty name lets the kernel pick one from `pattern`
  * semantics of the caller. vnet_hdr asks for IFF_VNET_HDR. Returns the fd. */
 int cshim_tap_open(char *name, int vnet_hdr);
+/* The MTU of a link, or -1 with errno. */
+int cshim_link_get_mtu(const char *name);
+/* Adds link `port` to bridge `bridge` (SIOCBRADDIF); 0 or -1 with errno. */
+int cshim_bridge_add_port(const char *bridge, const char *port);
 /* Sets a network interface's MAC address (6 bytes). */
 int cshim_link_set_mac(const char *name, const unsigned char *mac);
 /* Sets a network interface's MTU. */

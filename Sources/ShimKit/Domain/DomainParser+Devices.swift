@@ -524,7 +524,7 @@ extension DomainParser {
     func parseInterface(_ element: XMLElement) throws -> DomainSpec.Interface {
         let typeRaw = try reader.requiredAttribute(element, "type")
         guard let kind = DomainSpec.Interface.Kind(rawValue: typeRaw) else {
-            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, mcast, server, client and udp)")
+            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, bridge, mcast, server, client and udp)")
         }
         var mac = ""
         var macGenerated = true
@@ -556,9 +556,9 @@ extension DomainParser {
         if let target = try reader.child(element, "target") {
             targetDev = reader.attribute(target, "dev")
             managed = try reader.boolAttribute(target, "managed") ?? true
-            if kind != .ethernet { reader.ignoreAttributes(target, "dev") }
+            if !kind.usesTap { reader.ignoreAttributes(target, "dev") }
         }
-        if let dev = targetDev, kind == .ethernet {
+        if let dev = targetDev, kind.usesTap {
             guard !dev.isEmpty, dev.utf8.count < 16, !dev.contains("/"), !dev.contains(" ") else {
                 throw reader.error(element, "tap device name '\(dev)' must be 1 to 15 characters without '/' or spaces")
             }
@@ -567,7 +567,7 @@ extension DomainParser {
                 targetDev = nil
             }
         }
-        if kind == .ethernet, !managed, targetDev == nil {
+        if kind.usesTap, !managed, targetDev == nil {
             throw reader.error(element, "managed='no' needs <target dev=…> naming an existing tap device")
         }
         var mtu: Int?
@@ -586,8 +586,8 @@ extension DomainParser {
         }
         var script: String?
         if let scriptElement = try reader.child(element, "script") {
-            guard kind == .ethernet else {
-                throw reader.unsupported(scriptElement, "<script> on interface type='\(typeRaw)' (it applies to ethernet)")
+            guard kind.usesTap else {
+                throw reader.unsupported(scriptElement, "<script> on interface type='\(typeRaw)' (it applies to ethernet and bridge)")
             }
             let path = try reader.requiredAttribute(scriptElement, "path")
             // libvirt accepts an empty path as "no script".
@@ -608,20 +608,32 @@ extension DomainParser {
                 throw reader.error(romElement, "a disabled ROM takes no bar or file (libvirt refuses it too)")
             }
         }
+        var bridge: String?
+        if kind == .bridge {
+            guard let source = try reader.child(element, "source"), let name = reader.attribute(source, "bridge"), !name.isEmpty else {
+                throw reader.error(element, "interface type='bridge' needs <source bridge='NAME'/>")
+            }
+            guard name.utf8.count < 16, !name.contains("/"), !name.contains(" ") else {
+                throw reader.error(source, "bridge name '\(name)' must be 1 to 15 characters without '/' or spaces")
+            }
+            bridge = name
+            if managed == false { throw reader.error(element, "a bridge interface's tap is created by vmshim (managed='no' is for type='ethernet')") }
+        }
         var endpoint: (String, String?)?
         if kind == .mcast || kind == .server || kind == .client || kind == .udp {
             endpoint = try parseSocketEndpoint(element, kind: kind)
         }
         for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
-        where !(unsupported == "source" && endpoint != nil) {
+        where !(unsupported == "source" && (endpoint != nil || bridge != nil)) {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
         }
         var nic = DomainSpec.Interface(
-            kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind == .ethernet ? targetDev : nil,
+            kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind.usesTap ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
         nic.virtioTuning = tuning
+        nic.bridge = bridge
         nic.socketEndpoint = endpoint?.0
         nic.socketLocal = endpoint?.1
         nic.nonTransitional = nonTransitional

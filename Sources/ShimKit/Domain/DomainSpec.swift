@@ -414,7 +414,11 @@ extension DomainSpec {
     }
 
     public struct Interface: Sendable, Equatable {
-        public enum Kind: String, Sendable { case user, ethernet, mcast, server, client, udp }
+        public enum Kind: String, Sendable {
+            case user, ethernet, bridge, mcast, server, client, udp
+            /// Backed by a tap device the shim opens.
+            public var usesTap: Bool { self == .ethernet || self == .bridge }
+        }
         public enum Model: String, Sendable { case virtio, e1000, e1000e, rtl8139 }
         public var kind: Kind
         public var mac: String
@@ -433,6 +437,8 @@ extension DomainSpec {
         public var romEnabled: Bool? = nil
         public var romBar: Bool? = nil
         public var romFile: String? = nil
+        /// bridge: `<source bridge>`, the host bridge the tap joins.
+        public var bridge: String?
         /// mcast/server/client/udp: QEMU's socket netdev endpoint
         /// (`<source address port>`) and, for udp, `<local address port>`.
         public var socketEndpoint: String?

@@ -529,7 +529,7 @@ public struct QEMUCommandLine {
             switch nic.kind {
             case .user:
                 add("-netdev", JSONValue.object(["type": "user", "id": .string(netdevID)]).description)
-            case .ethernet:
+            case .ethernet, .bridge:
                 let fd = passFD(
                     .tap(name: nic.targetDev, vnetHeader: nic.model == .virtio, managed: nic.managedTap, alias: nic.alias))
                 add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)

@@ -77,4 +77,41 @@ import Testing
         _ = await vm.waitForExit(timeout: .seconds(30))
         #expect(FileIO.exists(store), "the store outlives the VM")
     }
+
+    /// `type='bridge'`: the shim creates the tap, gives it the bridge's MTU
+    /// and enslaves it, as libvirt does; a missing bridge stops the start.
+    @Test func bridgeInterfacesJoinTheirBridge() async throws {
+        let bridge = "vmshimtstbr0"
+        func ip(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = arguments
+            try process.run()
+            process.waitUntilExit()
+        }
+        try? ip(["link", "del", bridge])
+        try ip(["link", "add", bridge, "type", "bridge"])
+        try ip(["link", "set", bridge, "mtu", "1450"])
+        defer { try? ip(["link", "del", bridge]) }
+        let vm = try ShimHarness(name: "it-bridge", .init(extraDevices: """
+            <interface type='bridge'><source bridge='\(bridge)'/><target dev='vmshimtst2'/><model type='virtio'/></interface>
+            """))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let master = try FileManager.default.destinationOfSymbolicLink(atPath: "/sys/class/net/vmshimtst2/master")
+        #expect(master.hasSuffix("/" + bridge))
+        #expect(try FileIO.readString("/sys/class/net/vmshimtst2/mtu").trimmingCharacters(in: .whitespacesAndNewlines) == "1450")
+        #expect(try vm.cli(["destroy", "it-bridge"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+
+        let missing = try ShimHarness(name: "it-nobridge", .init(extraDevices: """
+            <interface type='bridge'><source bridge='vmshimnone0'/><model type='virtio'/></interface>
+            """))
+        defer { missing.tearDown() }
+        try missing.start(["--paused"])
+        #expect(await missing.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.startFailed)
+        #expect(missing.output.contains("bridge 'vmshimnone0'"), "\(missing.output)")
+        #expect(missing.qemuPIDs().isEmpty)
+    }
 }
