@@ -71,5 +71,23 @@ class Preparation(unittest.TestCase):
         self.assertTrue(all(m.startswith("52:54:00:") for m in macs) and macs, macs)
 
 
+class RealToolsCorpus(unittest.TestCase):
+    """Our imitations of real tools' XML must be XML libvirt's schema accepts."""
+
+    SCHEMA = Path("/usr/share/libvirt/schemas/domain.rng")
+
+    def test_every_file_matches_libvirts_schema(self):
+        import shutil
+        import subprocess
+        if not self.SCHEMA.exists() or shutil.which("xmllint") is None:
+            self.fail(f"{self.SCHEMA} or xmllint is missing: run scripts/apt-deps.sh")
+        files = sorted(conformance.REAL_TOOLS_CORPUS.glob("*.xml"))
+        self.assertGreaterEqual(len(files), 10)
+        for path in files:
+            result = subprocess.run(["xmllint", "--noout", "--relaxng", str(self.SCHEMA), str(path)],
+                                    capture_output=True, text=True)
+            self.assertEqual(result.returncode, 0, f"{path.name}: {result.stderr}")
+
+
 if __name__ == "__main__":
     unittest.main()
