@@ -72,6 +72,9 @@ public struct DomainDefaults {
         try arrangeInputsAndVideo(&spec)
         try checkIOThreadReferences(spec)
         try resolveFirmware(&spec, isQ35: isQ35)
+        if let iommu = spec.devices.iommu, !isQ35 {
+            throw error("the intel IOMMU needs the q35 machine type (libvirt refuses it too)", at: iommu.xmlLine)
+        }
         if spec.devices.memballoon == nil {
             spec.devices.memballoon = DomainSpec.Memballoon(model: .virtio, autodeflate: nil, freePageReporting: nil)
         }
@@ -509,6 +512,9 @@ public struct DomainDefaults {
         }
         if let watchdog = spec.devices.watchdog {
             spec.devices.watchdog?.alias = keep(watchdog.alias, "watchdog0")
+        }
+        if let iommu = spec.devices.iommu {
+            spec.devices.iommu?.alias = keep(iommu.alias, "iommu0")
         }
         for index in spec.devices.sounds.indices {
             spec.devices.sounds[index].alias = keep(spec.devices.sounds[index].alias, "sound\(index)")

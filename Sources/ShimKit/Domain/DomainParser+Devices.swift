@@ -45,6 +45,10 @@ extension DomainParser {
             case "rng":
                 child.consumed = true
                 devices.rngs.append(try parseRNG(child).at(position, line: child.line))
+            case "iommu":
+                child.consumed = true
+                guard devices.iommu == nil else { throw reader.error(child, "only one <iommu> is allowed") }
+                devices.iommu = try parseIOMMU(child).at(position, line: child.line)
             case "sound":
                 child.consumed = true
                 devices.sounds.append(try parseSound(child).at(position, line: child.line))
@@ -1037,6 +1041,28 @@ extension DomainParser {
         return rng
     }
 
+    /// `<iommu model='intel'>` with the `<driver>` settings QEMU's emulated VT-d
+    /// honours under TCG. Interrupt remapping (and so `eim`) needs a split
+    /// irqchip, which needs KVM, and is refused.
+    func parseIOMMU(_ element: XMLElement) throws -> DomainSpec.IOMMU {
+        let model = try reader.requiredAttribute(element, "model")
+        guard model == "intel" else { throw reader.unsupported(element, "iommu model '\(model)' (only intel)") }
+        var iommu = DomainSpec.IOMMU()
+        if let driver = try reader.child(element, "driver") {
+            for attribute in ["intremap", "eim"] where try reader.boolAttribute(driver, attribute) == true {
+                throw reader.unsupported(driver, "iommu \(attribute)='on' (interrupt remapping needs a split irqchip, which needs KVM)")
+            }
+            iommu.cachingMode = try reader.boolAttribute(driver, "caching_mode")
+            iommu.deviceIOTLB = try reader.boolAttribute(driver, "iotlb")
+            if let bits = try reader.intAttribute(driver, "aw_bits") {
+                guard bits == 39 || bits == 48 else { throw reader.error(driver, "aw_bits='\(bits)' must be 39 or 48") }
+                iommu.addressWidthBits = bits
+            }
+        }
+        iommu.alias = try userAlias(element)
+        return iommu
+    }
+
     /// `<sound model>` with `<codec type>`s; the audio backend is `<audio type='none'>`.
     func parseSound(_ element: XMLElement) throws -> DomainSpec.Sound {
         let modelRaw = try reader.requiredAttribute(element, "model")
@@ -1197,3 +1223,4 @@ extension DomainSpec.RNG: DocumentPositioned {}
 extension DomainSpec.Panic: DocumentPositioned {}
 extension DomainSpec.Watchdog: DocumentPositioned {}
 extension DomainSpec.Sound: DocumentPositioned {}
+extension DomainSpec.IOMMU: DocumentPositioned {}

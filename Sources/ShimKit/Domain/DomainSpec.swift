@@ -294,6 +294,8 @@ extension DomainSpec {
         /// libvirt 9.0 allows one.
         public var watchdog: Watchdog?
         public var sounds: [Sound] = []
+        /// `<iommu model='intel'>` (q35).
+        public var iommu: IOMMU?
     }
 
     public struct Disk: Sendable, Equatable {
@@ -595,6 +597,18 @@ extension DomainSpec {
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?
         public var pciAddress: PCIAddress?
+    }
+
+    public struct IOMMU: Sendable, Equatable {
+        /// `<driver caching_mode iotlb aw_bits>`.
+        public var cachingMode: Bool?
+        public var deviceIOTLB: Bool?
+        public var addressWidthBits: Int?
+        public var alias: String = ""
+        /// Position among the document's elements of the same name (nil: added by vmshim).
+        public var xmlIndex: Int?
+        /// Line of the element in the source XML, for errors found after parsing.
+        public var xmlLine: Int?
     }
 
     public struct Sound: Sendable, Equatable {

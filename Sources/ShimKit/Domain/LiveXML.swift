@@ -315,6 +315,9 @@ public struct LiveXML {
             setAlias(node, rng.alias)
             setPCIAddress(node, rng.pciAddress)
         }
+        if let iommu = spec.devices.iommu, let node = element(devices, "iommu", iommu.xmlIndex) {
+            setAlias(node, iommu.alias)
+        }
         for sound in spec.devices.sounds {
             guard let node = element(devices, "sound", sound.xmlIndex) else { continue }
             setAlias(node, sound.alias)

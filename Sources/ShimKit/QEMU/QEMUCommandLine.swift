@@ -83,6 +83,7 @@ public struct QEMUCommandLine {
         add("-no-shutdown")
         addPowerManagement()
         addBoot()
+        addIOMMU()
         addControllers()
         try addDisks()
         addInterfaces()
@@ -770,6 +771,15 @@ public struct QEMUCommandLine {
             addPCIAddress(rng.pciAddress, to: &props)
             addDevice(props)
         }
+    }
+
+    mutating func addIOMMU() {
+        guard let iommu = spec.devices.iommu else { return }
+        var props: JSONObject = ["driver": "intel-iommu", "id": .string(iommu.alias)]
+        if let value = iommu.cachingMode { props["caching-mode"] = .bool(value) }
+        if let value = iommu.deviceIOTLB { props["device-iotlb"] = .bool(value) }
+        if let value = iommu.addressWidthBits { props["aw-bits"] = .number(value) }
+        addDevice(props)
     }
 
     mutating func addSounds() {

@@ -289,4 +289,17 @@ import Testing
             #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(domainXML(devices: "    " + bad)) }
         }
     }
+
+    @Test func intelIOMMUOnQ35() throws {
+        let xml = domainXML(devices: "    <iommu model='intel'><driver caching_mode='on' iotlb='on' aw_bits='48'/></iommu>", machine: "q35")
+        let args = try Fixtures.plan(xml).arguments
+        let iommu = try #require(args.firstIndex(of: #"{"driver":"intel-iommu","id":"iommu0","caching-mode":true,"device-iotlb":true,"aw-bits":48}"#))
+        #expect(args[iommu - 1] == "-device" && args[iommu - 2] == "strict=on", "right after -boot, before the controllers")
+        for (devices, machine) in [
+            ("<iommu model='intel'/>", "pc"), ("<iommu model='intel'><driver intremap='on'/></iommu>", "q35"),
+            ("<iommu model='virtio'/>", "q35"), ("<iommu model='intel'><driver aw_bits='40'/></iommu>", "q35"),
+        ] {
+            #expect(throws: ShimError.self, "\(devices)") { try Fixtures.prepare(domainXML(devices: "    " + devices, machine: machine)) }
+        }
+    }
 }
