@@ -263,7 +263,8 @@ def gather(qmp, qemu_pid: int) -> dict:
     cpu_path = qmp("query-cpus-fast")[0]["qom-path"]
     facts["cpu model"] = qmp("qom-get", {"path": cpu_path, "property": "type"})
     facts["cpu feature words"] = qmp("qom-get", {"path": cpu_path, "property": "feature-words"})
-    facts["pci"] = _pci(qmp("query-pci"))
+    pci_buses = qmp("query-pci")
+    facts["pci"] = _pci(pci_buses)
     facts["qtree"] = _qtree(qmp("human-monitor-command", {"command-line": "info qtree"}))
     facts["block"] = _block(qmp("query-block"))
     facts["numa"] = qmp("human-monitor-command", {"command-line": "info numa"}).splitlines()
@@ -276,7 +277,7 @@ def gather(qmp, qemu_pid: int) -> dict:
         facts["balloon actual"] = None
     balloon_paths = [
         f"/machine/peripheral/{d['qdev_id']}"
-        for bus in qmp("query-pci") for d in _flatten_pci(bus["devices"])
+        for bus in pci_buses for d in _flatten_pci(bus["devices"])
         if d.get("id", {}).get("device") in (0x1002, 0x1045) and d.get("qdev_id")
     ]
     facts["balloon stats period"] = [

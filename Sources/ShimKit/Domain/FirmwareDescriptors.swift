@@ -68,7 +68,7 @@ public struct FirmwareDescriptor: Sendable, Equatable {
     public func serves(machine: String) -> Bool {
         let canonical = machine == "pc" ? "pc-i440fx-" : machine == "q35" ? "pc-q35-" : machine
         return machines.contains { glob in
-            fnmatch(glob, canonical, 0) == 0 || (canonical.hasSuffix("-") && fnmatch(glob, canonical + "0.0", 0) == 0)
+            fnmatch(glob, canonical, 0) == 0
         }
     }
 

@@ -16,7 +16,21 @@ public enum Tap {
     /// guest's address), an MTU when asked, and brings it up. The tap is not
     /// persistent: it disappears when QEMU, its last user, exits.
     /// Unmanaged: attaches to an existing tap and changes nothing.
-    public static func open(name: String?, managed: Bool, vnetHeader: Bool, guestMAC: String, mtu: Int?) throws -> Opened {
+    /// With `bridge` (`type='bridge'`), the tap takes the bridge's MTU unless
+    /// `mtu` is given, and joins the bridge, as libvirt does; `alias` names
+    /// the interface in errors.
+    public static func open(
+        name: String?, managed: Bool, vnetHeader: Bool, guestMAC: String, mtu: Int?, bridge: String? = nil,
+        alias: String = ""
+    ) throws -> Opened {
+        var mtu = mtu
+        if let bridge, mtu == nil {
+            let bridgeMTU = cshim_link_get_mtu(bridge)
+            guard bridgeMTU > 0 else {
+                throw ShimError.system("interface '\(alias)': cannot read bridge '\(bridge)'; create it or name an existing one in <source bridge>")
+            }
+            mtu = Int(bridgeMTU)
+        }
         let size = Int(cshim_ifnamsiz())
         var buffer = [CChar](repeating: 0, count: size)
         let requested = name ?? "vnet%d"
@@ -42,6 +56,9 @@ public enum Tap {
                     throw ShimError.system("cannot set MTU \(mtu) on tap \(actual)")
                 }
                 guard cshim_link_set_up(actual) == 0 else { throw ShimError.system("cannot bring tap \(actual) up") }
+                if let bridge, cshim_bridge_add_port(bridge, actual) != 0 {
+                    throw ShimError.system("interface '\(alias)': cannot add tap \(actual) to bridge '\(bridge)'")
+                }
             } catch {
                 close(fd)
                 throw error

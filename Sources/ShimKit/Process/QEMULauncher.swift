@@ -1,4 +1,3 @@
-import CShimKit
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,21 +44,9 @@ public enum QEMULauncher {
                 opened.append((fd, request.childFD))
             case .tap(let name, let vnetHeader, let managed, let alias):
                 let nic = spec.devices.interfaces.first { $0.alias == alias }
-                var mtu = nic?.mtu
-                if let bridge = nic?.bridge, mtu == nil {
-                    // libvirt gives the tap its bridge's MTU.
-                    let bridgeMTU = cshim_link_get_mtu(bridge)
-                    guard bridgeMTU > 0 else {
-                        throw ShimError.system("interface '\(alias)': cannot read bridge '\(bridge)' (does it exist?)")
-                    }
-                    mtu = Int(bridgeMTU)
-                }
-                let tap = try Tap.open(name: name, managed: managed, vnetHeader: vnetHeader, guestMAC: nic?.mac ?? "", mtu: mtu)
-                if let bridge = nic?.bridge, cshim_bridge_add_port(bridge, tap.name) != 0 {
-                    let error = ShimError.system("interface '\(alias)': cannot add tap \(tap.name) to bridge '\(bridge)'")
-                    close(tap.fd)  // the tap is not persistent: it goes with its last fd
-                    throw error
-                }
+                let tap = try Tap.open(
+                    name: name, managed: managed, vnetHeader: vnetHeader, guestMAC: nic?.mac ?? "", mtu: nic?.mtu,
+                    bridge: nic?.bridge, alias: alias)
                 tapNames[alias] = tap.name
                 opened.append((tap.fd, request.childFD))
             case .incomingMigration:

@@ -432,6 +432,7 @@ public struct QEMUCommandLine {
             firstNode[index] = next
             next += 1 + spec.devices.disks[index].backingChain.count
         }
+        let ports = usbPorts
         for (index, disk) in spec.devices.disks.enumerated() {
             let node = disk.nodeIndex ?? firstNode[index]
             var cache: JSONValue?
@@ -499,7 +500,7 @@ public struct QEMUCommandLine {
             case .usb:
                 device["driver"] = "usb-storage"
                 device["bus"] = "usb.0"
-                device["port"] = .string(usbPorts[disk.alias] ?? "1")
+                device["port"] = .string(ports[disk.alias] ?? "1")
             }
             if disk.shareable { device["share-rw"] = true }
             if disk.source != nil { device["drive"] = .string(format) }
