@@ -82,10 +82,11 @@ def libvirtd_pid():
     return pids[0] if pids else None
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS:"):
+    """VmRSS, or RssAnon (the heap) / RssFile (mapped binary and libraries)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     return 0
 
@@ -147,6 +148,7 @@ def run_libvirt(args, ctx):
         samples, count = list_samples(conn)
         pid = libvirtd_pid()
         loaded_rss = rss_kib(pid) if pid else 0
+        loaded_anon = rss_kib(pid, "RssAnon:") if pid else 0
         conn.close()
         conn = None
         # Restart: SIGTERM, then a fresh `libvirtd -d`; the clock starts at the exec.
@@ -168,7 +170,7 @@ def run_libvirt(args, ctx):
                 raise bl.BenchError("libvirtd did not list the domains again within 120 s")
             time.sleep(0.002)
         restart_ms = (time.perf_counter_ns() - began) / 1e6
-        return {"list": bl.summarize(samples), "list_count": count, "rss_kib": loaded_rss,
+        return {"list": bl.summarize(samples), "list_count": count, "rss_kib": loaded_rss, "rss_anon_kib": loaded_anon,
                 "restart_listing_ms": restart_ms}
     finally:
         if conn is None:
@@ -222,7 +224,10 @@ def print_summary(result, info):
     row("list p50 (ms)", vm["list_p50_ms"], lv["list"]["median"] if lv else None)
     row("list p99 (ms)", vm["list_p99_ms"], lv["list"]["p99"] if lv else None)
     row("daemon RSS (MiB)", vm["registrar_rss_kib"] / 1024, lv["rss_kib"] / 1024 if lv else None)
+    row("  of it anonymous: heap (MiB)", vm["registrar_rss_anon_kib"] / 1024, lv["rss_anon_kib"] / 1024 if lv else None)
+    row("  of it file: code, libraries (MiB)", vm["registrar_rss_file_kib"] / 1024)
     row("daemon RSS idle (MiB)", vm["registrar_idle_rss_kib"] / 1024)
+    row("heap per shim (KiB)", (vm["registrar_rss_anon_kib"] - vm["registrar_idle_rss_anon_kib"]) / cfg["shims"])
     print("  targets: " + ", ".join(
         f"{name} {t['value']:.1f} (<= {t['target']:g}: {'met' if t['met'] else 'NOT met'})"
         for name, t in result["targets"].items()))

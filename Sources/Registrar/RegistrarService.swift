@@ -43,47 +43,42 @@ struct RegistrarService: Vmshim_Registrar_V1_Registrar.ServiceProtocol {
         let registry = self.registry
         return StreamingServerResponse { writer in
             let session = await registry.newSession()
-            // One writer: the answer to the snapshot and host requests queue here.
-            let (outgoing, outbox) = AsyncStream.makeStream(of: RegistrarMessage.self)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask {
-                    for await message in outgoing { try await writer.write(message) }
-                }
-                group.addTask {
-                    var uuid: String?
-                    defer { outbox.finish() }
-                    do {
-                        for try await message in request.messages {
-                            switch message.kind {
-                            case .snapshot(let snapshot):
-                                // One stream, one domain.
-                                guard uuid == nil else { throw Self.oneSnapshot }
-                                let answer = try await registry.register(
-                                    snapshot, session: session, peerPID: peerPID, requests: outbox)
-                                uuid = snapshot.identity.uuid.lowercased()
-                                outbox.yield(.with { $0.registered = answer })
-                            case .state(let update):
-                                guard let uuid else { throw Self.snapshotFirst }
-                                await registry.update(update, uuid: uuid, session: session)
-                            case .resources(let update):
-                                guard let uuid else { throw Self.snapshotFirst }
-                                await registry.resources(update.resources, uuid: uuid, session: session)
-                            case .result(let result):
-                                guard uuid != nil else { throw Self.snapshotFirst }
-                                await registry.result(result, session: session)
-                            case nil:
-                                guard uuid != nil else { throw Self.snapshotFirst }
-                            }
-                        }
-                    } catch {
-                        if let uuid { await registry.disconnected(uuid: uuid, session: session) }
-                        if let shimError = error as? ShimError { throw shimError.rpcError }
-                        throw error
+            // The stream's own task reads and answers; host requests go
+            // down through the outbox (no task per stream for writing: a
+            // thousand shims hold a thousand streams).
+            let outbox = Outbox { try await writer.write($0) }
+            defer { outbox.close() }
+            var uuid: String?
+            do {
+                for try await message in request.messages {
+                    switch message.kind {
+                    case .snapshot(let snapshot):
+                        // One stream, one domain.
+                        guard uuid == nil else { throw Self.oneSnapshot }
+                        // The registry queues the answer (Registered) in the outbox.
+                        _ = try await registry.register(
+                            snapshot, session: session, peerPID: peerPID, requests: outbox)
+                        uuid = snapshot.identity.uuid.lowercased()
+                        await outbox.flush()
+                    case .state(let update):
+                        guard let uuid else { throw Self.snapshotFirst }
+                        await registry.update(update, uuid: uuid, session: session)
+                    case .resources(let update):
+                        guard let uuid else { throw Self.snapshotFirst }
+                        await registry.resources(update.resources, uuid: uuid, session: session)
+                    case .result(let result):
+                        guard uuid != nil else { throw Self.snapshotFirst }
+                        await registry.result(result, session: session)
+                    case nil:
+                        guard uuid != nil else { throw Self.snapshotFirst }
                     }
-                    if let uuid { await registry.disconnected(uuid: uuid, session: session) }
                 }
-                try await group.waitForAll()
+            } catch {
+                if let uuid { await registry.disconnected(uuid: uuid, session: session) }
+                if let shimError = error as? ShimError { throw shimError.rpcError }
+                throw error
             }
+            if let uuid { await registry.disconnected(uuid: uuid, session: session) }
             return [:]
         }
     }

@@ -32,9 +32,10 @@ actor Registry {
         var encoded: [UInt8]?
         /// The domain's name, kept apart for sorting and filtering.
         private(set) var name: String
-        /// The Register stream that holds the domain, while connected.
+        /// The Register stream that holds the domain, while connected, and
+        /// what goes down it.
         var session: UInt64?
-        var requests: AsyncStream<RegistrarMessage>.Continuation?
+        var requests: Outbox?
         /// When a not-connected domain started waiting for its shim.
         var waitingSince: ContinuousClock.Instant?
         /// When the domain ended (shown until the retention passes).
@@ -46,7 +47,7 @@ actor Registry {
         var persisted: RecordStore.Record.Content?
 
         init(
-            domain: Domain, session: UInt64?, requests: AsyncStream<RegistrarMessage>.Continuation?,
+            domain: Domain, session: UInt64?, requests: Outbox?,
             waitingSince: ContinuousClock.Instant?, endedAt: ContinuousClock.Instant?, sameNamespace: Bool
         ) {
             self.domain = domain
@@ -92,7 +93,7 @@ actor Registry {
     /// A shim's snapshot: takes the domain unless another live shim holds it.
     func register(
         _ snapshot: Vmshim_Registrar_V1_Snapshot, session: UInt64, peerPID: Int32,
-        requests: AsyncStream<RegistrarMessage>.Continuation
+        requests: Outbox
     ) throws -> Vmshim_Registrar_V1_Registered {
         let identity = snapshot.identity
         guard DomainUUID(identity.uuid) != nil else {
@@ -121,7 +122,7 @@ actor Registry {
                     .invalidArgument,
                     "Register: epoch \(snapshot.epoch) is not newer than the held registration's \(holder.epoch) for domain '\(holder.identity.name)'")
             }
-            held.requests?.finish()
+            held.requests?.close()
             if let heldSession = held.session { failPendingRequests(session: heldSession, name: holder.identity.name) }
         }
         var domain = Domain()
@@ -149,6 +150,8 @@ actor Registry {
         answer.epoch = snapshot.epoch
         answer.registrarVersion = RegistrarVersion.current
         answer.resourceIntervalSeconds = settings.resourceIntervalSeconds
+        // Queued before any host request can be: the shim hears Registered first.
+        requests.post(.with { $0.registered = answer })
         return answer
     }
 
@@ -162,7 +165,7 @@ actor Registry {
             entry.persisted = nil
             entry.domain.connected = false
             entry.session = nil
-            entry.requests?.finish()
+            entry.requests?.close()
             entry.requests = nil
             entry.endedAt = .now
             entries[uuid] = entry
@@ -248,7 +251,7 @@ actor Registry {
         let message = RegistrarMessage.with { $0.request = request }
         return try await withCheckedThrowingContinuation { continuation in
             pendingRequests[id] = continuation
-            requests.yield(message)
+            requests.send(message)
         }
     }
 

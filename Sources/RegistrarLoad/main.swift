@@ -215,12 +215,15 @@ func listLatencies() async throws -> (p50: Double, p99: Double, max: Double, cou
     }
 }
 
-func residentKiB(_ pid: Int32) -> (rss: Int, hwm: Int) {
-    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
+/// VmRSS splits into RssAnon (the heap: what the shims' connections and
+/// the registry hold) and RssFile (the mapped binary and libraries, clean
+/// pages shared with the page cache).
+func residentKiB(_ pid: Int32) -> (rss: Int, hwm: Int, anon: Int, file: Int) {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0, 0, 0) }
     func field(_ name: String) -> Int {
         text.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") } ?? 0
     }
-    return (field("VmRSS:"), field("VmHWM:"))
+    return (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:"))
 }
 
 try FileManager.default.createDirectory(atPath: options.directory + "/run", withIntermediateDirectories: true)
@@ -264,6 +267,7 @@ print("""
     "list_domains_count": \(after.count), "list_p50_ms": \(fixed(before.p50)), "list_p99_ms": \(fixed(before.p99)), "list_max_ms": \(fixed(before.max)), \
     "list_after_restart_p50_ms": \(fixed(after.p50)), "list_after_restart_p99_ms": \(fixed(after.p99)), \
     "registrar_idle_rss_kib": \(idleRSS.rss), "registrar_rss_kib": \(loadedRSS.rss), "registrar_hwm_kib": \(loadedRSS.hwm), \
+    "registrar_rss_anon_kib": \(loadedRSS.anon), "registrar_rss_file_kib": \(loadedRSS.file), "registrar_idle_rss_anon_kib": \(idleRSS.anon), \
     "registrar_rss_after_restart_kib": \(afterRSS.rss), "registrar_hwm_after_restart_kib": \(afterRSS.hwm)}
     """)
 exit(0)

@@ -27,7 +27,7 @@ struct RegistryTests {
 
     static let uuid = "8f0a2b44-4a5e-4c55-9d0b-3f1a2b3c4d5e"
 
-    func box() -> AsyncStream<RegistrarMessage>.Continuation { AsyncStream.makeStream(of: RegistrarMessage.self).1 }
+    func box() -> Outbox { Outbox { _ in } }
 
     @Test func aSecondLiveShimIsRefusedAndTheSameShimMayReRegister() async throws {
         let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
