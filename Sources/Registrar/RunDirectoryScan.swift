@@ -32,7 +32,7 @@ enum RunDirectoryScan {
                     domain.identity.vcpusMax = UInt32(clamping: spec.vcpus.maximum)
                     domain.identity.vcpus = UInt32(clamping: spec.vcpus.current)
                     domain.identity.memoryKib = spec.memory.currentKiB
-                    domain.identity.maxMemoryKib = spec.memory.maximumKiB
+                    domain.identity.maxMemoryKib = spec.memory.totalKiB
                 }
                 domain.status.state = entry.shimAlive ? RegistrationWire.state(status.state) : .unreachable
                 domain.status.reason = entry.shimAlive ? status.reason : "QEMU runs without a shim"

@@ -268,6 +268,11 @@ def gather(qmp, qemu_pid: int) -> dict:
     facts["qtree"] = _qtree(qmp("human-monitor-command", {"command-line": "info qtree"}))
     facts["block"] = _block(qmp("query-block"))
     facts["numa"] = qmp("human-monitor-command", {"command-line": "info numa"}).splitlines()
+    # DIMMs and virtio-mem: slot, guest-physical address, node and sizes
+    facts["memory devices"] = [
+        json.dumps({"type": d["type"], **{k: v for k, v in d["data"].items() if k not in ("id", "memdev")}},
+                   sort_keys=True)
+        for d in qmp("query-memory-devices")]
     facts["memory backends"] = sorted(
         json.dumps({k: v for k, v in m.items() if k != "id"}, sort_keys=True) for m in qmp("query-memdev"))
     try:
@@ -363,11 +368,13 @@ def _block(devices: list) -> list[str]:
 
 def _argv_facts(pid: int) -> dict:
     """SMBIOS tables, boot menu and RTC base reach the guest through firmware
-    config built from argv; QMP cannot read them back."""
+    config built from argv; QMP cannot read them back. Neither can the
+    Hyper-V enlightenments and paravirtual clocks on -cpu (CPUID leaves
+    0x40000000 and up, outside the feature words)."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     argv = [a.decode() for a in argv if a]
     facts: dict[str, list[str]] = {
-        "-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": [], "-numa": [],
+        "-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": [], "-numa": [], "-cpu": [],
     }
     for option, value in zip(argv, argv[1:]):
         if option in facts:
@@ -377,6 +384,8 @@ def _argv_facts(pid: int) -> dict:
     facts["-numa"] = [re.sub(r",memdev=[^,]*", ",memdev=<set>", v) for v in facts["-numa"]]
     for key in ("-boot", "-rtc", "-global"):
         facts[key] = sorted(",".join(sorted(v.split(","))) for v in facts[key])
+    # the model first, its options as a set
+    facts["-cpu"] = [",".join(v.split(",")[:1] + sorted(v.split(",")[1:])) for v in facts["-cpu"]]
     return facts
 
 

@@ -58,7 +58,7 @@ public struct DomainDefaults {
         let isQ35 = spec.os.isQ35
         // x86 guests get whole MiB, as libvirt aligns them at start.
         spec.memory.maximumKiB = (spec.memory.maximumKiB + 1023) / 1024 * 1024
-        spec.memory.currentKiB = min(spec.memory.currentKiB, spec.memory.maximumKiB)
+        spec.memory.currentKiB = min(spec.memory.currentKiB, spec.memory.totalKiB)
 
         let hasDeviceBootOrder =
             spec.devices.disks.contains { $0.bootOrder != nil } || spec.devices.interfaces.contains { $0.bootOrder != nil }
@@ -521,6 +521,17 @@ public struct DomainDefaults {
         }
         for index in spec.devices.panics.indices {
             spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")
+        }
+        // DIMMs are named after their slot, virtio-mem devices in order (libvirt 9.0).
+        var virtioMem = 0
+        for index in spec.devices.memoryDevices.indices {
+            let device = spec.devices.memoryDevices[index]
+            switch device.model {
+            case .dimm: spec.devices.memoryDevices[index].alias = keep(device.alias, "dimm\(device.slot ?? index)")
+            case .virtioMem:
+                spec.devices.memoryDevices[index].alias = keep(device.alias, "virtiomem\(virtioMem)")
+                virtioMem += 1
+            }
         }
     }
 }

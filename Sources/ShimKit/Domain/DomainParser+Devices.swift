@@ -61,6 +61,9 @@ extension DomainParser {
             case "panic":
                 child.consumed = true
                 devices.panics.append(try parsePanic(child).at(position, line: child.line))
+            case "memory":
+                child.consumed = true
+                devices.memoryDevices.append(try parseMemoryDevice(child).at(position, line: child.line))
             case "audio":
                 child.consumed = true
                 let type = reader.attribute(child, "type")
@@ -1110,14 +1113,100 @@ extension DomainParser {
         return watchdog
     }
 
+    // MARK: - Memory devices
+
+    /// `<memory model='dimm'|'virtio-mem'>` as libvirt 9.0 reads them; the
+    /// checks that need `<maxMemory>` and the NUMA cells come after parsing
+    /// (`DomainParser.validateMemoryDevices`).
+    func parseMemoryDevice(_ element: XMLElement) throws -> DomainSpec.MemoryDevice {
+        let modelName = try reader.requiredAttribute(element, "model")
+        guard let model = DomainSpec.MemoryDevice.Model(rawValue: modelName) else {
+            throw reader.unsupported(element, "memory model='\(modelName)' (dimm and virtio-mem are supported)")
+        }
+        for attribute in ["access", "discard"] where element.attribute(attribute) != nil {
+            throw reader.unsupported(element, "\(attribute)= on a memory device (its backend follows the default)")
+        }
+        if let source = try reader.child(element, "source") {
+            throw reader.unsupported(source, "a memory device <source> (host page size, nodemask or path)")
+        }
+        guard let target = try reader.child(element, "target") else {
+            throw reader.error(element, "a memory device needs <target><size>")
+        }
+        for name in ["label", "readonly", "address"] {
+            if let child = try reader.child(target, name) { throw reader.unsupported(child, "<\(name)> in a memory device's <target>") }
+        }
+        guard let sizeElement = try reader.child(target, "size") else {
+            throw reader.error(target, "a memory device needs <size>")
+        }
+        let size = try kibibytes(sizeElement)
+        guard size > 0 else { throw reader.error(sizeElement, "the size of a memory device must be above zero") }
+        guard let nodeText = try reader.childText(target, "node") else {
+            throw reader.error(target, "target NUMA node needs to be specified for memory device (<node>)")
+        }
+        guard let node = Int(nodeText), node >= 0 else {
+            throw reader.error(target, "<node>\(nodeText)</node> is not a NUMA cell id")
+        }
+        var device = DomainSpec.MemoryDevice(model: model, sizeKiB: size, node: node)
+        switch model {
+        case .dimm:
+            for name in ["block", "requested"] {
+                if let child = try reader.child(target, name) { throw reader.error(child, "<\(name)> is for virtio-mem, not a DIMM") }
+            }
+            // libvirt aligns DIMMs to 2 MiB on x86.
+            device.sizeKiB = (size + 2047) / 2048 * 2048
+            if let address = try reader.child(element, "address") {
+                guard try reader.requiredAttribute(address, "type") == "dimm" else {
+                    throw reader.error(address, "a DIMM takes an address of type 'dimm'")
+                }
+                device.slot = try reader.intAttribute(address, "slot", range: 0...255)
+                if let base = reader.attribute(address, "base") {
+                    guard let value = ElementReader.parseInteger(base), value > 0 else {
+                        throw reader.error(address, "base='\(base)' is not an address")
+                    }
+                    device.base = UInt64(value)
+                }
+            }
+        case .virtioMem:
+            guard let blockElement = try reader.child(target, "block") else {
+                throw reader.error(target, "a virtio-mem device needs <block>, its block size")
+            }
+            let block = try kibibytes(blockElement)
+            guard block >= 2048, block & (block - 1) == 0 else {
+                throw reader.error(blockElement, "the block size must be a power of two of at least 2 MiB")
+            }
+            device.blockKiB = block
+            device.sizeKiB = (size + block - 1) / block * block
+            if let requestedElement = try reader.child(target, "requested") {
+                let requested = try kibibytes(requestedElement)
+                guard requested % block == 0, requested <= device.sizeKiB else {
+                    throw reader.error(requestedElement, "requested size must be a multiple of the block size and at most the size")
+                }
+                device.requestedKiB = requested
+            }
+            if let current = try reader.child(target, "current") { reader.ignoreSubtree(current) }  // output only
+            device.pciAddress = try pciAddress(element)
+        }
+        device.alias = try userAlias(element)
+        return device
+    }
+
     func parsePanic(_ element: XMLElement) throws -> DomainSpec.Panic {
         let model = reader.attribute(element, "model") ?? "isa"
-        guard model == "isa" else { throw reader.unsupported(element, "panic model '\(model)' (only isa)") }
         var panic = DomainSpec.Panic()
-        switch try parseAddress(element) {
-        case nil: break
-        case .isa(let ioBase)?: panic.ioBase = ioBase
-        default: throw reader.error(element, "an isa panic device takes an isa address")
+        switch model {
+        case "isa":
+            switch try parseAddress(element) {
+            case nil: break
+            case .isa(let ioBase)?: panic.ioBase = ioBase
+            default: throw reader.error(element, "an isa panic device takes an isa address")
+            }
+        case "hyperv":
+            panic.model = .hyperv
+            if try parseAddress(element) != nil {
+                throw reader.error(element, "a hyperv panic notifier is not a device and takes no address")
+            }
+        default:
+            throw reader.unsupported(element, "panic model '\(model)' (isa and hyperv are supported)")
         }
         panic.alias = try userAlias(element)
         return panic
@@ -1212,6 +1301,7 @@ extension DocumentPositioned {
 }
 
 extension DomainSpec.Disk: DocumentPositioned {}
+extension DomainSpec.MemoryDevice: DocumentPositioned {}
 extension DomainSpec.Controller: DocumentPositioned {}
 extension DomainSpec.Interface: DocumentPositioned {}
 extension DomainSpec.CharDevice: DocumentPositioned {}

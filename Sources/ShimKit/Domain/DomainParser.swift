@@ -110,6 +110,7 @@ public struct DomainParser {
                 "register='none' keeps QEMU in the caller's cgroup, so vmshim cannot apply <memtune>, <cputune> or <blkiotune>; set the limits on the caller's cgroup and remove them here, or drop register='none'")
         }
         try validateBootOrder(&spec, root: root)
+        try validateMemoryDevices(&spec, root: root)
         return spec
     }
 
@@ -181,7 +182,86 @@ public struct DomainParser {
             // libvirt clamps currentMemory to memory.
             current = min(current, maximum)
         }
-        return DomainSpec.Memory(maximumKiB: maximum, currentKiB: current)
+        var memory = DomainSpec.Memory(maximumKiB: maximum, currentKiB: current)
+        if let maxElement = try reader.child(root, "maxMemory") {
+            let slots = try reader.intAttribute(maxElement, "slots", range: 0...255) ?? 0
+            // libvirt aligns it to 1 MiB on x86.
+            let maxKiB = (try kibibytes(maxElement) + 1023) / 1024 * 1024
+            memory.hotplug = DomainSpec.Memory.Hotplug(maximumKiB: maxKiB, slots: slots)
+        }
+        return memory
+    }
+
+    /// Memory hotplug as libvirt 9.0 checks it at define and start time:
+    /// NUMA cells, a node per device, slots for DIMMs, room under
+    /// `<maxMemory>`; then `<memory>` becomes boot memory plus the devices
+    /// and `<currentMemory>` (the balloon target) defaults to that.
+    func validateMemoryDevices(_ spec: inout DomainSpec, root: XMLElement) throws {
+        let devices = spec.devices.memoryDevices
+        let maxElement = root.firstElement(named: "maxMemory") ?? root
+        guard let hotplug = spec.memory.hotplug else {
+            if let first = devices.first {
+                throw ShimError.afterParsing(
+                    file: reader.file, line: first.xmlLine,
+                    "<memory model='\(first.model.rawValue)'>: a memory device needs <maxMemory slots=…> (the memory hotplug space)")
+            }
+            return
+        }
+        guard !spec.cpu.numaCells.isEmpty else {
+            throw reader.error(maxElement, "at least one NUMA cell (<cpu><numa><cell>) has to be configured when enabling memory hotplug")
+        }
+        if !devices.isEmpty, spec.memoryBacking.memfd || spec.memoryBacking.shared || spec.memoryBacking.preallocate {
+            throw reader.error(
+                root.firstElement(named: "memoryBacking") ?? root,
+                "memory devices with memfd, shared or preallocated <memoryBacking> are not supported yet; drop one or the other",
+                code: .unsupported)
+        }
+        var slotsUsed = Set<Int>()
+        for device in devices where device.model == .dimm {
+            if let slot = device.slot {
+                guard slot < hotplug.slots else {
+                    throw ShimError.afterParsing(
+                        file: reader.file, line: device.xmlLine, "DIMM slot \(slot) is not below <maxMemory slots='\(hotplug.slots)'>")
+                }
+                guard slotsUsed.insert(slot).inserted else {
+                    throw ShimError.afterParsing(file: reader.file, line: device.xmlLine, "two DIMMs use slot \(slot)")
+                }
+            }
+        }
+        let dimms = devices.filter { $0.model == .dimm }.count
+        if dimms > hotplug.slots {
+            throw reader.error(
+                maxElement, "\(dimms) DIMMs need more memory slots than <maxMemory slots='\(hotplug.slots)'> gives; raise slots")
+        }
+        if dimms > 0, !spec.features.acpi {
+            throw reader.error(
+                root.firstElement(named: "features") ?? root, "DIMMs are hot-pluggable through ACPI: add <features><acpi/></features>")
+        }
+        var total: UInt64 = 0
+        for index in spec.devices.memoryDevices.indices {
+            let device = spec.devices.memoryDevices[index]
+            guard spec.cpu.numaCells.contains(where: { $0.id == device.node }) else {
+                throw ShimError.afterParsing(
+                    file: reader.file, line: device.xmlLine,
+                    "<memory model='\(device.model.rawValue)'>: NUMA node \(device.node) is not a <cell id> of <cpu><numa>")
+            }
+            if device.model == .dimm, device.slot == nil {
+                // The first free slot, in document order, as libvirt assigns them.
+                let free = (0..<hotplug.slots).first { !slotsUsed.contains($0) } ?? 0
+                slotsUsed.insert(free)
+                spec.devices.memoryDevices[index].slot = free
+            }
+            total += device.sizeKiB
+        }
+        guard spec.memory.maximumKiB + total <= hotplug.maximumKiB else {
+            throw reader.error(
+                maxElement,
+                "boot memory (\(spec.memory.maximumKiB) KiB) plus the memory devices (\(total) KiB) exceed <maxMemory> (\(hotplug.maximumKiB) KiB)")
+        }
+        spec.memory.devicesKiB = total
+        // The NUMA sum clamped <currentMemory> to boot memory; with devices, libvirt's bound is the total.
+        let declared = try root.firstElement(named: "currentMemory").map { try kibibytes($0) }
+        spec.memory.currentKiB = min(declared ?? spec.memory.totalKiB, spec.memory.totalKiB)
     }
 
     func parseVCPUs(_ root: XMLElement) throws -> DomainSpec.VCPUs {
@@ -485,7 +565,71 @@ public struct DomainParser {
             features.smm = try reader.boolAttribute(smm, "state") ?? true
             if let tseg = try reader.child(smm, "tseg") { throw reader.unsupported(tseg, "SMM <tseg> size") }
         }
+        if let hyperv = try reader.child(element, "hyperv") {
+            features.hyperv = try parseHyperV(hyperv)
+        }
         return features
+    }
+
+    /// `<hyperv>` as libvirt 9.0 reads it: every child has a required state;
+    /// spinlocks needs retries >= 4095 and vendor_id a value of at most 12
+    /// characters when on.
+    func parseHyperV(_ element: XMLElement) throws -> DomainSpec.HyperV {
+        var hyperv = DomainSpec.HyperV()
+        switch reader.attribute(element, "mode") ?? "custom" {
+        case "custom": break
+        case "passthrough": hyperv.passthrough = true
+        case let mode: throw reader.error(element, "mode='\(mode)' must be custom or passthrough")
+        }
+        for name in ["emsr_bitmap", "xmm_input"] {
+            if let child = try reader.child(element, name) {
+                throw reader.unsupported(child, "Hyper-V '\(name)' (QEMU 7.2 has no hv-\(name.replacingAll("_", with: "-")); libvirt's start fails on it)")
+            }
+        }
+        for enlightenment in DomainSpec.HyperV.Enlightenment.allCases {
+            guard let child = try reader.child(element, enlightenment.rawValue) else { continue }
+            guard let on = try reader.boolAttribute(child, "state") else {
+                throw reader.error(child, "missing attribute 'state' (on or off)")
+            }
+            switch enlightenment {
+            case .spinlocks:
+                let retries = try reader.intAttribute(child, "retries", range: 0...Int(UInt32.max))
+                if on {
+                    guard let retries else { throw reader.error(child, "spinlocks state='on' needs retries (at least 4095)") }
+                    guard retries >= 4095 else {
+                        throw reader.error(child, "retries='\(retries)' is below 4095, the least Hyper-V spinlock retry count libvirt accepts")
+                    }
+                    hyperv.spinlockRetries = UInt32(retries)
+                }
+            case .vendorID:
+                let value = reader.attribute(child, "value")
+                if on {
+                    guard let value, !value.isEmpty else { throw reader.error(child, "vendor_id state='on' needs a value") }
+                    // libvirt counts bytes: the id is 12 bytes of CPUID.
+                    guard value.utf8.count <= 12 else {
+                        throw reader.error(child, "value='\(value)' is longer than the 12 bytes of a Hyper-V vendor id")
+                    }
+                    hyperv.vendorID = value
+                }
+            case .stimer:
+                if let direct = try reader.child(child, "direct") {
+                    guard let directOn = try reader.boolAttribute(direct, "state") else {
+                        throw reader.error(direct, "missing attribute 'state' (on or off)")
+                    }
+                    hyperv.stimerDirect = on && directOn
+                }
+            case .tlbflush:
+                for name in ["direct", "extended"] {
+                    if let sub = try reader.child(child, name) {
+                        throw reader.unsupported(sub, "tlbflush <\(name)> (newer than libvirt 9.0)")
+                    }
+                }
+            default:
+                break
+            }
+            if on { hyperv.enabled.insert(enlightenment) }
+        }
+        return hyperv
     }
 
     func parseClock(_ root: XMLElement) throws -> DomainSpec.Clock {
@@ -526,8 +670,8 @@ public struct DomainParser {
             }
             var timer = DomainSpec.Clock.Timer(name: name, present: nil, tickPolicy: nil, track: nil)
             timer.present = try reader.boolAttribute(timerElement, "present")
-            if timer.present != nil, name != .hpet {
-                throw reader.unsupported(timerElement, "present= on timer '\(name.rawValue)' (vmshim applies it to hpet only)")
+            if timer.present != nil, ![.hpet, .kvmclock, .hypervclock].contains(name) {
+                throw reader.unsupported(timerElement, "present= on timer '\(name.rawValue)' (vmshim applies it to hpet, kvmclock and hypervclock)")
             }
             timer.tickPolicy = try reader.enumAttribute(timerElement, "tickpolicy", DomainSpec.Clock.TickPolicy.self)
             timer.track = reader.attribute(timerElement, "track")
@@ -546,9 +690,10 @@ public struct DomainParser {
             case .hpet:
                 // libvirt's QEMU driver accepts and ignores it (QEMU's hpet has no tick policy).
                 break
-            case .kvmclock:
+            case .kvmclock, .hypervclock:
+                // Paravirtual clocks: present= becomes kvmclock=on|off and hv-time=on on -cpu.
                 if timer.tickPolicy != nil { throw reader.unsupported(timerElement, "tickpolicy on \(nameRaw)") }
-            case .tsc, .hypervclock, .platform, .armvtimer:
+            case .tsc, .platform, .armvtimer:
                 throw reader.unsupported(timerElement, "timer '\(nameRaw)'")
             }
             if timer.track != nil, name != .rtc { throw reader.error(timerElement, "track is only valid for rtc") }

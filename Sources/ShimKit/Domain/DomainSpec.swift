@@ -102,6 +102,18 @@ extension DomainSpec {
         public var maximumKiB: UInt64
         /// `<currentMemory>`: the balloon target after start, in KiB.
         public var currentKiB: UInt64
+        /// `<maxMemory slots>`: memory hotplug (`-m size=…,slots=…,maxmem=…`).
+        public var hotplug: Hotplug? = nil
+        /// What the memory devices (DIMMs, virtio-mem) add, aligned as libvirt aligns them.
+        public var devicesKiB: UInt64 = 0
+
+        /// libvirt's `<memory>` with memory devices: boot memory plus the devices.
+        public var totalKiB: UInt64 { maximumKiB + devicesKiB }
+
+        public struct Hotplug: Sendable, Equatable {
+            public var maximumKiB: UInt64
+            public var slots: Int
+        }
     }
 
     public struct VCPUs: Sendable, Equatable {
@@ -195,6 +207,26 @@ extension DomainSpec {
         public var vmport: Bool? = nil
         public var smm: Bool? = nil
         public var pmu: Bool? = nil
+        /// `<hyperv>`: Hyper-V enlightenments, written on `-cpu` as libvirt does.
+        public var hyperv: HyperV? = nil
+    }
+
+    /// `<features><hyperv>`. Only enlightenments with state='on' reach QEMU,
+    /// in libvirt's order (`HyperV.Enlightenment.allCases`).
+    public struct HyperV: Sendable, Equatable {
+        public enum Enlightenment: String, Sendable, CaseIterable {
+            case relaxed, vapic, spinlocks, vpindex, runtime, synic, stimer, reset
+            case vendorID = "vendor_id"
+            case frequencies, reenlightenment, tlbflush, ipi, evmcs, avic
+        }
+        /// mode='passthrough': every enlightenment the host offers (`hv-passthrough`).
+        public var passthrough = false
+        public var enabled: Set<Enlightenment> = []
+        /// spinlocks retries (at least 4095, as libvirt requires).
+        public var spinlockRetries: UInt32 = 0
+        public var vendorID = ""
+        /// `<stimer><direct state='on'/>`.
+        public var stimerDirect = false
     }
 
     public struct Clock: Sendable, Equatable {
@@ -296,6 +328,32 @@ extension DomainSpec {
         public var sounds: [Sound] = []
         /// `<iommu model='intel'>` (q35).
         public var iommu: IOMMU?
+        /// `<memory model='dimm'|'virtio-mem'>`: hot-pluggable memory.
+        public var memoryDevices: [MemoryDevice] = []
+    }
+
+    /// A `<memory>` device: a pc-dimm in a memory slot, or a virtio-mem PCI
+    /// device whose plugged size the guest driver grows to `requested`.
+    public struct MemoryDevice: Sendable, Equatable {
+        public enum Model: String, Sendable {
+            case dimm
+            case virtioMem = "virtio-mem"
+        }
+        public var model: Model
+        /// `<target><size>`, aligned (2 MiB for DIMMs, the block size for virtio-mem).
+        public var sizeKiB: UInt64
+        /// `<target><node>`: the guest NUMA node.
+        public var node: Int
+        /// dimm: `<address type='dimm' slot base>`; the slot is assigned when absent.
+        public var slot: Int?
+        public var base: UInt64?
+        /// virtio-mem: `<block>` and `<requested>`.
+        public var blockKiB: UInt64 = 0
+        public var requestedKiB: UInt64 = 0
+        public var pciAddress: PCIAddress?
+        public var alias: String = ""
+        public var xmlIndex: Int?
+        public var xmlLine: Int?
     }
 
     public struct Disk: Sendable, Equatable {
@@ -626,6 +684,9 @@ extension DomainSpec {
     }
 
     public struct Panic: Sendable, Equatable {
+        /// isa: the pvpanic device; hyperv: the Hyper-V crash MSRs (`hv-crash` on `-cpu`), no device.
+        public enum Model: String, Sendable { case isa, hyperv }
+        public var model: Model = .isa
         public var ioBase: Int?
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).

@@ -37,7 +37,7 @@ public struct LiveXML {
             ?? root.insertChild(XMLElement(name: "uuid"), before: ["title", "description", "metadata", "maxMemory", "memory"])
         uuid.text = spec.uuid.description
         let memory = root.child(named: "memory")
-        memory.text = String(spec.memory.maximumKiB)
+        memory.text = String(spec.memory.totalKiB)
         memory.setAttribute("unit", "KiB")
         let current = root.firstElement(named: "currentMemory")
             ?? root.insertChild(XMLElement(name: "currentMemory"), before: ["vcpu", "os"])

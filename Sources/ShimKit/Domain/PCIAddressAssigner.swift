@@ -19,6 +19,7 @@ struct PCIAddressAssigner {
         case sound(Int)
         case video(Int)
         case input(Int)
+        case memory(Int)
     }
 
     struct Consumer {
@@ -63,6 +64,7 @@ struct PCIAddressAssigner {
         for (i, s) in spec.devices.sounds.enumerated() { if let a = s.pciAddress { all.append(("sound \(i)", a, s.xmlLine)) } }
         for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a, v.xmlLine)) } }
         for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a, input.xmlLine)) } }
+        for (i, m) in spec.devices.memoryDevices.enumerated() { if let a = m.pciAddress { all.append(("memory \(i)", a, m.xmlLine)) } }
         return all
     }
 
@@ -146,6 +148,10 @@ struct PCIAddressAssigner {
         for (i, input) in spec.devices.inputs.enumerated() where input.bus == .virtio && input.pciAddress == nil {
             list.append(Consumer(device: .input(i), name: input.alias, isExpress: true))
         }
+        // 7. virtio-mem devices, last.
+        for (i, memory) in spec.devices.memoryDevices.enumerated() where memory.model == .virtioMem && memory.pciAddress == nil {
+            list.append(Consumer(device: .memory(i), name: memory.alias, isExpress: true))
+        }
         return list
     }
 
@@ -160,6 +166,7 @@ struct PCIAddressAssigner {
         case .sound(let i): spec.devices.sounds[i].pciAddress = address
         case .video(let i): spec.devices.videos[i].pciAddress = address
         case .input(let i): spec.devices.inputs[i].pciAddress = address
+        case .memory(let i): spec.devices.memoryDevices[i].pciAddress = address
         }
     }
 

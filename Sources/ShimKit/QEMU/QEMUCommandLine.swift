@@ -85,6 +85,7 @@ public struct QEMUCommandLine {
         addBoot()
         addIOMMU()
         addControllers()
+        addMemoryDevices()
         try addDisks()
         addInterfaces()
         addCharDevices()
@@ -143,7 +144,13 @@ public struct QEMUCommandLine {
         add("-cpu", try cpuModel())
         if spec.os.firmware?.secure == true { add("-global", "driver=cfi.pflash01,property=secure,value=on") }
         let mebibytes = spec.memory.maximumKiB / 1024
-        add("-m", "\(mebibytes)")
+        if let hotplug = spec.memory.hotplug {
+            var memory = "size=\(spec.memory.maximumKiB)k"
+            if hotplug.slots > 0 { memory += ",slots=\(hotplug.slots)" }
+            add("-m", memory + ",maxmem=\(hotplug.maximumKiB)k")
+        } else {
+            add("-m", "\(mebibytes)")
+        }
         if spec.cpu.numaCells.isEmpty {
             let backing = spec.memoryBacking
             var ram: JSONObject = ["qom-type": backing.memfd ? "memory-backend-memfd" : "memory-backend-ram", "id": "pc.ram"]
@@ -206,19 +213,48 @@ public struct QEMUCommandLine {
                     "CPU mode 'host-passthrough' needs <domain type='kvm'>; with type='qemu' (TCG) use mode='maximum' or a named model (libvirt refuses it too)"
                 )
             }
-            return "host" + pmu
+            return "host" + cpuFeatures() + paravirtualFeatures
         case .maximum:
-            return "max" + cpuFeatures() + pmu
+            return "max" + cpuFeatures() + paravirtualFeatures
         case .hostModel:
             throw ShimError(.unsupported, "CPU mode 'host-model' is not supported yet; use mode='custom' with a model")
         case .custom:
-            return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures() + pmu
+            return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures() + paravirtualFeatures
         }
     }
 
-    var pmu: String {
-        guard let pmu = spec.features.pmu else { return "" }
-        return ",pmu=\(pmu ? "on" : "off")"
+    /// What follows the model and its features on `-cpu`, in libvirt's
+    /// order: paravirtual clocks, Hyper-V enlightenments, the Hyper-V crash
+    /// notifier, then the PMU.
+    var paravirtualFeatures: String {
+        var text = ""
+        for timer in spec.clock.timers {
+            switch timer.name {
+            case .kvmclock:
+                if let present = timer.present { text += ",kvmclock=\(present ? "on" : "off")" }
+            case .hypervclock:
+                if timer.present == true { text += ",hv-time=on" }
+            default:
+                break
+            }
+        }
+        if let hyperv = spec.features.hyperv {
+            if hyperv.passthrough { text += ",hv-passthrough=on" }
+            for enlightenment in DomainSpec.HyperV.Enlightenment.allCases where hyperv.enabled.contains(enlightenment) {
+                switch enlightenment {
+                case .spinlocks:
+                    text += ",hv-spinlocks=0x" + String(hyperv.spinlockRetries, radix: 16)
+                case .vendorID:
+                    text += ",hv-vendor-id=" + QEMUOption.escape(hyperv.vendorID)
+                default:
+                    text += ",hv-\(enlightenment.rawValue)=on"
+                    if enlightenment == .stimer, hyperv.stimerDirect { text += ",hv-stimer-direct=on" }
+                }
+            }
+        }
+        if spec.devices.panics.contains(where: { $0.model == .hyperv }) { text += ",hv-crash" }
+        if let pmu = spec.features.pmu { text += ",pmu=\(pmu ? "on" : "off")" }
+        return text
     }
 
     func cpuFeatures() -> String {
@@ -738,6 +774,38 @@ public struct QEMUCommandLine {
         }
     }
 
+    // MARK: - Memory devices
+
+    /// DIMMs and virtio-mem devices as libvirt 9.0 writes them: a RAM
+    /// backend named after the device (`mem<alias>`), then the device, in
+    /// document order (QEMU places DIMMs in that order).
+    mutating func addMemoryDevices() {
+        for device in spec.devices.memoryDevices {
+            let backend = "mem\(device.alias)"
+            var object: JSONObject = ["qom-type": "memory-backend-ram", "id": .string(backend)]
+            var props: JSONObject
+            switch device.model {
+            case .dimm:
+                props = ["driver": "pc-dimm", "node": .number(device.node), "memdev": .string(backend), "id": .string(device.alias)]
+                if let slot = device.slot { props["slot"] = .number(slot) }
+                if let base = device.base { props["addr"] = .number(Int(clamping: base)) }
+            case .virtioMem:
+                // The guest plugs blocks as asked; nothing is reserved up front.
+                object["reserve"] = false
+                props = [
+                    "driver": "virtio-mem-pci", "node": .number(device.node),
+                    "block-size": .number(Int(clamping: device.blockKiB * 1024)),
+                    "requested-size": .number(Int(clamping: device.requestedKiB * 1024)),
+                    "memdev": .string(backend), "id": .string(device.alias),
+                ]
+                addPCIAddress(device.pciAddress, to: &props)
+            }
+            object["size"] = .number(Int(clamping: device.sizeKiB * 1024))
+            add("-object", JSONValue.object(object).description)
+            addDevice(props)
+        }
+    }
+
     // MARK: - Balloon, RNG, panic
 
     mutating func addBalloon() {
@@ -813,7 +881,7 @@ public struct QEMUCommandLine {
     }
 
     mutating func addPanics() {
-        for panic in spec.devices.panics {
+        for panic in spec.devices.panics where panic.model == .isa {
             var props: JSONObject = ["driver": "pvpanic"]
             if let ioBase = panic.ioBase { props["ioport"] = .number(ioBase) }
             addDevice(props)

@@ -107,7 +107,7 @@ public actor VMSupervisor {
             qemuPID: (qemuIdentity ?? reattachCandidate?.qemu)?.pid ?? 0,
             qemuStartTime: (qemuIdentity ?? reattachCandidate?.qemu)?.startTime ?? 0, startedAt: startedAt,
             reattached: reattached || reattachCandidate != nil, vcpusMax: spec.vcpus.maximum, vcpus: spec.vcpus.current,
-            memoryKiB: spec.memory.currentKiB, maxMemoryKiB: spec.memory.maximumKiB, qemuVersion: qemuVersion,
+            memoryKiB: spec.memory.currentKiB, maxMemoryKiB: spec.memory.totalKiB, qemuVersion: qemuVersion,
             qemuBinary: spec.emulator, logFile: config.logFile, cgroup: cgroup?.directories.first ?? "",
             disks: spec.devices.disks.map { (target: $0.targetDev, alias: $0.alias, source: $0.source ?? "") })
     }

@@ -128,6 +128,93 @@ import Testing
         #expect(args.firstIndex(of: "-cpu").map { args[$0 + 1] } == "qemu64,pmu=off")
     }
 
+    /// virt-manager's Windows XML: the enlightenments land on -cpu after the
+    /// paravirtual clocks, in libvirt's order, then hv-crash, then pmu
+    /// (each spelling checked against libvirt 9.0's argv).
+    @Test func hypervEnlightenmentsAsLibvirtWritesThem() throws {
+        let xml = domainXML(devices: "    <panic model='hyperv'/>", extra: """
+              <features><acpi/><apic/><hyperv mode='custom'>
+                <vendor_id state='on' value='KVM Hv'/><spinlocks state='on' retries='8191'/><relaxed state='on'/>
+                <stimer state='on'><direct state='on'/></stimer><vapic state='on'/><evmcs state='off'/><synic state='on'/>
+              </hyperv><pmu state='off'/></features>
+              <clock offset='localtime'><timer name='hypervclock' present='yes'/><timer name='kvmclock' present='no'/></clock>
+            """)
+        let plan = try Fixtures.plan(xml)
+        #expect(plan.arguments.firstIndex(of: "-cpu").map { plan.arguments[$0 + 1] }
+            == "qemu64,hv-time=on,kvmclock=off,hv-relaxed=on,hv-vapic=on,hv-spinlocks=0x1fff,hv-synic=on,hv-stimer=on,hv-stimer-direct=on,hv-vendor-id=KVM Hv,hv-crash,pmu=off")
+        // The hyperv panic notifier is no device.
+        #expect(!devices(plan).contains { $0.contains("pvpanic") })
+        let passthrough = domainXML(extra: "  <features><hyperv mode='passthrough'><relaxed state='on'/></hyperv></features>")
+        #expect(try Fixtures.plan(passthrough).arguments.contains("qemu64,hv-passthrough=on,hv-relaxed=on"))
+
+        for (bad, says) in [
+            ("<spinlocks state='on' retries='100'/>", "below 4095"),
+            ("<spinlocks state='on'/>", "needs retries"),
+            ("<vendor_id state='on' value='thirteen chars'/>", "12 bytes"),
+            ("<vendor_id state='on' value='ééééééé'/>", "12 bytes"),
+            ("<relaxed/>", "missing attribute 'state'"),
+            ("<emsr_bitmap state='on'/>", "hv-emsr-bitmap"),
+            ("<tlbflush state='on'><extended state='on'/></tlbflush>", "newer than libvirt 9.0"),
+        ] {
+            let xml = domainXML(extra: "  <features><hyperv>\(bad)</hyperv></features>")
+            #expect { try Fixtures.plan(xml) } throws: { error in
+                let message = (error as? ShimError)?.message ?? ""
+                return message.contains(says) && message.contains("<")
+            }
+        }
+        let addressed = domainXML(devices: "    <panic model='hyperv'><address type='isa' iobase='0x505'/></panic>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(addressed) }
+    }
+
+    /// oVirt's DIMMs and KubeVirt's virtio-mem under <maxMemory>, spelled as
+    /// libvirt 9.0 writes them (checked against it in real-tools/memory-hotplug).
+    @Test func memoryHotplugWithDIMMsAndVirtioMem() throws {
+        func xml(_ devices: String, maxMemory: String = "<maxMemory slots='4' unit='MiB'>2048</maxMemory>",
+                 numa: String = "<cpu><numa><cell id='0' cpus='0' memory='256' unit='MiB'/></numa></cpu>",
+                 features: String = "<features><acpi/></features>") -> String {
+            domainXML(devices: devices, extra: maxMemory + numa + features, machine: "q35")
+        }
+        let memory = """
+                <memory model='dimm'><target><size unit='MiB'>255</size><node>0</node></target><address type='dimm' slot='1'/></memory>
+                <memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>
+                <memory model='virtio-mem'><target><size unit='MiB'>256</size><node>0</node><block unit='MiB'>2</block><requested unit='MiB'>64</requested></target></memory>
+            """
+        let plan = try Fixtures.plan(xml(memory))
+        let args = plan.arguments
+        #expect(args.firstIndex(of: "-m").map { args[$0 + 1] } == "size=262144k,slots=4,maxmem=2097152k")
+        // 255 MiB is aligned to 2 MiB; the DIMM without an address takes the first free slot.
+        #expect(args.contains(#"{"qom-type":"memory-backend-ram","id":"memdimm1","size":268435456}"#), "\(args)")
+        #expect(args.contains(#"{"driver":"pc-dimm","node":0,"memdev":"memdimm1","id":"dimm1","slot":1}"#))
+        #expect(args.contains(#"{"driver":"pc-dimm","node":0,"memdev":"memdimm0","id":"dimm0","slot":0}"#))
+        #expect(args.contains(#"{"qom-type":"memory-backend-ram","id":"memvirtiomem0","reserve":false,"size":268435456}"#))
+        #expect(devices(plan).contains {
+            $0.hasPrefix(#"{"driver":"virtio-mem-pci","node":0,"block-size":2097152,"requested-size":67108864,"memdev":"memvirtiomem0","id":"virtiomem0","bus":"pci."#)
+        }, "\(devices(plan))")
+        // <memory> becomes boot memory plus the devices; the balloon target defaults to it.
+        let spec = try Fixtures.prepare(xml(memory))
+        #expect(spec.memory.totalKiB == (256 + 256 + 128 + 256) * 1024)
+        #expect(spec.memory.currentKiB == spec.memory.totalKiB)
+
+        let dimm = "<memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>"
+        for (bad, says) in [
+            (xml(dimm, maxMemory: ""), "needs <maxMemory"),
+            (xml(dimm, numa: ""), "NUMA cell"),
+            (xml(dimm, features: ""), "<acpi/>"),
+            (xml(dimm + dimm, maxMemory: "<maxMemory slots='1' unit='MiB'>2048</maxMemory>"), "raise slots"),
+            (xml(dimm, maxMemory: "<maxMemory slots='4' unit='MiB'>300</maxMemory>"), "exceed <maxMemory>"),
+            (xml("<memory model='dimm'><target><size unit='MiB'>128</size></target></memory>"), "target NUMA node"),
+            (xml("<memory model='dimm'><target><size unit='MiB'>128</size><node>3</node></target></memory>"), "NUMA node 3"),
+            (xml("<memory model='dimm'><target><size unit='MiB'>128</size><node>0</node></target><address type='dimm' slot='4'/></memory>"), "slot 4"),
+            (xml("<memory model='virtio-mem'><target><size unit='MiB'>128</size><node>0</node><block unit='KiB'>1024</block></target></memory>"), "power of two"),
+            (xml("<memory model='virtio-mem'><target><size unit='MiB'>128</size><node>0</node><block unit='MiB'>2</block><requested unit='MiB'>3</requested></target></memory>"), "multiple of the block"),
+            (xml("<memory model='nvdimm'><target><size unit='MiB'>128</size><node>0</node></target></memory>"), "nvdimm"),
+        ] {
+            #expect { try Fixtures.plan(bad) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>
