@@ -385,9 +385,26 @@ public struct DomainDefaults {
             throw error("USB disk '\(disk.targetDev)' needs a USB controller, but the domain has model='none'", at: disk.xmlLine)
         }
         // USB ports, as libvirt counts them (virDomainUSBAddressControllerModelToPorts).
+        // SPICE channels ride on the SPICE connection (libvirt refuses them without it too).
+        let hasSpice = spec.devices.graphics.contains { $0.kind == .spice }
+        if !hasSpice {
+            if let channel = spec.devices.channels.first(where: { $0.backend == .spicevmc }) {
+                throw error("a spicevmc channel needs <graphics type='spice'>", at: channel.xmlLine)
+            }
+            if let redirdev = spec.devices.redirdevs.first {
+                throw error("a spicevmc redirdev needs <graphics type='spice'>", at: redirdev.xmlLine)
+            }
+            if spec.devices.audio == .spice {
+                throw error("<audio type='spice'> needs <graphics type='spice'>", at: nil)
+            }
+        }
+        for redirdev in spec.devices.redirdevs where usbModel == "none" || usbModel == nil {
+            throw error("a USB redirection device needs a USB controller, but the domain has model='none'", at: redirdev.xmlLine)
+        }
         let usbDevices: [(port: String?, line: Int?)] =
             spec.devices.disks.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
             + spec.devices.inputs.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
+            + spec.devices.redirdevs.map { ($0.usbPort, $0.xmlLine) }
         if let usbModel, usbModel != "none", !usbDevices.isEmpty {
             let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }
             let capacity = usbModel == "piix3-uhci" ? 2 : (controller?.ports ?? 4)
@@ -521,6 +538,9 @@ public struct DomainDefaults {
         }
         for index in spec.devices.panics.indices {
             spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")
+        }
+        for index in spec.devices.redirdevs.indices {
+            spec.devices.redirdevs[index].alias = keep(spec.devices.redirdevs[index].alias, "redir\(index)")
         }
         // DIMMs are named after their slot, virtio-mem devices in order (libvirt 9.0).
         var virtioMem = 0

@@ -330,6 +330,25 @@ extension DomainSpec {
         public var iommu: IOMMU?
         /// `<memory model='dimm'|'virtio-mem'>`: hot-pluggable memory.
         public var memoryDevices: [MemoryDevice] = []
+        /// `<redirdev bus='usb' type='spicevmc'>`: USB redirection over SPICE.
+        public var redirdevs: [Redirdev] = []
+        /// `<audio type>`: none, or spice (the default with SPICE graphics, as in libvirt).
+        public var audio: Audio?
+
+        public enum Audio: String, Sendable { case none, spice }
+
+        /// The audio backend QEMU gets: the declared one, else spice when a
+        /// SPICE display carries the sound, else none.
+        public var audioBackend: Audio {
+            audio ?? (graphics.contains { $0.kind == .spice } ? .spice : .none)
+        }
+    }
+
+    public struct Redirdev: Sendable, Equatable {
+        public var usbPort: String?
+        public var alias: String = ""
+        public var xmlIndex: Int?
+        public var xmlLine: Int?
     }
 
     /// A `<memory>` device: a pc-dimm in a memory slot, or a virtio-mem PCI
@@ -536,6 +555,8 @@ extension DomainSpec {
             case tcp(host: String, port: Int, listen: Bool, telnet: Bool, reconnectSeconds: Int?)
             /// `type='udp'`: sends to host:port, from localHost:localPort when bound.
             case udp(host: String, port: Int, localHost: String?, localPort: Int?)
+            /// `type='spicevmc'`: a SPICE channel (the vdagent on a virtio channel).
+            case spicevmc
         }
         public enum TargetType: String, Sendable {
             case isaSerial = "isa-serial"
@@ -574,6 +595,7 @@ extension DomainSpec {
     }
 
     public struct Graphics: Sendable, Equatable {
+        public enum Kind: String, Sendable { case vnc, spice }
         public enum Listen: Sendable, Equatable {
             case address(String)
             case socket(String)
@@ -584,6 +606,9 @@ extension DomainSpec {
         public var autoport: Bool
         public var listen: Listen
         public var passwordSet: Bool
+        public var kind: Kind = .vnc
+        /// SPICE: the `-spice` options after the listen address, in libvirt's order.
+        public var spiceOptions: [String] = []
         public var xmlIndex: Int?
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?

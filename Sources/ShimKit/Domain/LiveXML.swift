@@ -242,6 +242,8 @@ public struct LiveXML {
                     }
                     node.appendChild(XMLElement(
                         name: "source", attributes: [("mode", "connect"), ("host", host), ("service", String(port))]))
+                case .spicevmc:
+                    node.setAttribute("type", "spicevmc")  // channels only; never a serial
                 }
                 node.appendChild(XMLElement(name: "target", attributes: [("type", "isa-serial"), ("port", String(serial.targetPort ?? 0))]))
                 devices.insertChild(node, before: ["console", "channel", "input", "graphics", "video", "memballoon", "rng", "panic"])
@@ -277,6 +279,10 @@ public struct LiveXML {
                 ?? devices.appendChild(XMLElement(name: "input", attributes: [("type", input.kind.rawValue), ("bus", input.bus.rawValue)]))
             setAlias(node, input.alias)
             setPCIAddress(node, input.pciAddress)
+        }
+        for redirdev in spec.devices.redirdevs {
+            guard let node = element(devices, "redirdev", redirdev.xmlIndex) else { continue }
+            setAlias(node, redirdev.alias)
         }
         for graphics in spec.devices.graphics {
             guard let node = element(devices, "graphics", graphics.xmlIndex) else { continue }

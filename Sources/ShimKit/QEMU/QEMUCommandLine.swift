@@ -90,11 +90,12 @@ public struct QEMUCommandLine {
         addInterfaces()
         addCharDevices()
         addInputs()
-        add("-audiodev", #"{"id":"audio1","driver":"none"}"#)
+        add("-audiodev", JSONValue.object(["id": "audio1", "driver": .string(spec.devices.audioBackend.rawValue)]).description)
         addGraphics()
         addVideos()
         addSounds()
         addWatchdog()
+        addRedirdevs()
         addBalloon()
         addRNGs()
         addPanics()
@@ -645,6 +646,8 @@ public struct QEMUCommandLine {
             options = "udp,id=\(id),host=\(QEMUOption.escape(host)),port=\(port)"
             if let localHost { options += ",localaddr=\(QEMUOption.escape(localHost))" }
             if let localPort { options += ",localport=\(localPort)" }
+        case .spicevmc:
+            options = "spicevmc,id=\(id),name=vdagent"
         }
         if let log = device.logFile {
             let set = nextFDSet
@@ -690,6 +693,7 @@ public struct QEMUCommandLine {
         let usbDisks = spec.devices.disks.filter { $0.bus == .usb }
         let usbInputs = spec.devices.inputs.filter { $0.bus == .usb }
         let devices = usbDisks.map { ($0.alias, $0.usbPort) } + usbInputs.map { ($0.alias, $0.usbPort) }
+            + spec.devices.redirdevs.map { ($0.alias, $0.usbPort) }
         let explicitPorts = Set(devices.compactMap(\.1))
         var nextPort = 1
         var ports: [String: String] = [:]
@@ -724,7 +728,21 @@ public struct QEMUCommandLine {
     }
 
     mutating func addGraphics() {
-        for graphics in spec.devices.graphics {
+        for graphics in spec.devices.graphics where graphics.kind == .spice {
+            // libvirt 9.0's spelling: port=0 without a listener, the short
+            // `unix` flag for a socket.
+            var options: String
+            switch graphics.listen {
+            case .address(let address):
+                options = "port=\(graphics.port ?? 5900),addr=\(QEMUOption.escape(address))"
+            case .socket(let path):
+                options = "unix,addr=\(QEMUOption.escape(path))"
+            case .none:
+                options = "port=0"
+            }
+            add("-spice", ([options] + graphics.spiceOptions).joined(separator: ","))
+        }
+        for graphics in spec.devices.graphics where graphics.kind == .vnc {
             switch graphics.listen {
             case .address(let address):
                 let display = (graphics.port ?? 5900) - 5900
@@ -770,6 +788,19 @@ public struct QEMUCommandLine {
                 props["vgamem_mb"] = .number((video.vgamemKiB ?? 16384) / 1024)
             }
             addPCIAddress(video.pciAddress, to: &props)
+            addDevice(props)
+        }
+    }
+
+    /// USB redirection over SPICE: a spicevmc chardev and a usb-redir device
+    /// per `<redirdev>`, on the USB port libvirt gives it.
+    mutating func addRedirdevs() {
+        let ports = usbPorts
+        for redirdev in spec.devices.redirdevs {
+            let chardev = "char\(redirdev.alias)"
+            add("-chardev", "spicevmc,id=\(chardev),name=usbredir")
+            var props: JSONObject = ["driver": "usb-redir", "chardev": .string(chardev), "id": .string(redirdev.alias), "bus": "usb.0"]
+            if let port = ports[redirdev.alias] { props["port"] = .string(port) }
             addDevice(props)
         }
     }

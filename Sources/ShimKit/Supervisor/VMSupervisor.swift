@@ -757,7 +757,7 @@ public actor VMSupervisor {
                 runtime.charDevicePaths[device.alias] = path
             case .file(let path, _):
                 runtime.charDevicePaths[device.alias] = path
-            case .null, .tcp, .udp:
+            case .null, .tcp, .udp, .spicevmc:
                 break
             }
         }

@@ -215,6 +215,53 @@ import Testing
         }
     }
 
+    /// virt-manager's defaults: SPICE with its agent channel, USB
+    /// redirection and SPICE audio, as libvirt 9.0 writes them.
+    @Test func spiceGraphicsChannelsAndUSBRedirection() throws {
+        let xml = domainXML(devices: """
+                <controller type='usb' index='0' model='qemu-xhci' ports='15'/>
+                <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
+                <input type='tablet' bus='usb'/>
+                <graphics type='spice' port='5931' autoport='no'><listen type='address' address='0.0.0.0'/><image compression='auto_glz'/><jpeg compression='never'/><zlib compression='always'/><playback compression='off'/><streaming mode='filter'/><clipboard copypaste='no'/><mouse mode='client'/><filetransfer enable='no'/><gl enable='no'/></graphics>
+                <sound model='ich6'/>
+                <redirdev bus='usb' type='spicevmc'/>
+                <redirdev bus='usb' type='spicevmc'><address type='usb' bus='0' port='5'/></redirdev>
+            """, machine: "q35")
+        let plan = try Fixtures.plan(xml)
+        let args = plan.arguments
+        #expect(args.firstIndex(of: "-spice").map { args[$0 + 1] }
+            == "port=5931,addr=0.0.0.0,agent-mouse=on,disable-ticketing=on,image-compression=auto_glz,jpeg-wan-compression=never,zlib-glz-wan-compression=always,playback-compression=off,streaming-video=filter,disable-copy-paste=on,disable-agent-file-xfer=on,seamless-migration=on")
+        // SPICE carries the sound unless <audio> says otherwise.
+        #expect(args.contains(#"{"id":"audio1","driver":"spice"}"#))
+        #expect(args.contains("spicevmc,id=charchannel0,name=vdagent"))
+        #expect(args.contains("spicevmc,id=charredir0,name=usbredir") && args.contains("spicevmc,id=charredir1,name=usbredir"))
+        // The tablet takes port 1, the first redirdev the next free one, the second its own.
+        #expect(devices(plan).contains(#"{"driver":"usb-redir","chardev":"charredir0","id":"redir0","bus":"usb.0","port":"2"}"#), "\(devices(plan))")
+        #expect(devices(plan).contains(#"{"driver":"usb-redir","chardev":"charredir1","id":"redir1","bus":"usb.0","port":"5"}"#))
+        #expect(!args.contains("-vnc"))
+
+        let none = domainXML(devices: "    <graphics type='spice'><listen type='none'/></graphics><audio id='1' type='none'/>")
+        let noneArgs = try Fixtures.plan(none).arguments
+        #expect(noneArgs.firstIndex(of: "-spice").map { noneArgs[$0 + 1] } == "port=0,disable-ticketing=on,seamless-migration=on")
+        #expect(noneArgs.contains(#"{"id":"audio1","driver":"none"}"#))
+        let socket = domainXML(devices: "    <graphics type='spice'><listen type='socket' socket='/run/s.sock'/></graphics>")
+        #expect(try Fixtures.plan(socket).arguments.contains("unix,addr=/run/s.sock,disable-ticketing=on,seamless-migration=on"))
+
+        for (bad, says) in [
+            (domainXML(devices: "    <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>"), "needs <graphics type='spice'>"),
+            (domainXML(devices: "    <redirdev bus='usb' type='spicevmc'/><graphics type='vnc'/>"), "needs <graphics type='spice'>"),
+            (domainXML(devices: "    <graphics type='spice' passwd='x'/>"), "SPICE passwords"),
+            (domainXML(devices: "    <graphics type='spice'><gl enable='yes'/></graphics>"), "OpenGL"),
+            (domainXML(devices: "    <graphics type='spice'><image compression='best'/></graphics>"), "must be one of"),
+            (domainXML(devices: "    <graphics type='spice'/><redirdev bus='usb' type='tcp'><source mode='connect' host='h' service='1'/></redirdev>"), "only spicevmc"),
+            (domainXML(devices: "    <serial type='spicevmc'/>"), "spicevmc channels"),
+        ] {
+            #expect { try Fixtures.plan(bad) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>
