@@ -73,7 +73,7 @@ public struct DomainDefaults {
         try checkIOThreadReferences(spec)
         try resolveFirmware(&spec, isQ35: isQ35)
         if let iommu = spec.devices.iommu, !isQ35 {
-            throw error("the intel IOMMU needs the q35 machine type (libvirt refuses it too)", at: iommu.xmlLine)
+            throw error("the \(iommu.model.rawValue) IOMMU needs the q35 machine type (libvirt refuses it too)", at: iommu.xmlLine)
         }
         if spec.devices.memballoon == nil {
             spec.devices.memballoon = DomainSpec.Memballoon(model: .virtio, autodeflate: nil, freePageReporting: nil)

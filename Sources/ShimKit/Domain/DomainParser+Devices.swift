@@ -293,7 +293,30 @@ extension DomainParser {
             (ioTune, ioTuneGroup) = try parseIOTune(iotune)
         }
         let identity = try parseDiskIdentity(element, bus: bus)
-        for unsupported in ["encryption", "auth", "geometry", "mirror"] {
+        var geometry: DomainSpec.Disk.Geometry?
+        if let geometryElement = try reader.child(element, "geometry") {
+            guard device == .disk, bus != .usb else {
+                throw reader.error(geometryElement, "only virtio, ide, sata and scsi disks (not cdroms) take a <geometry>")
+            }
+            var parsed = DomainSpec.Disk.Geometry(
+                cylinders: try reader.intAttribute(geometryElement, "cyls", range: 1...65535) ?? 0,
+                heads: try reader.intAttribute(geometryElement, "heads", range: 1...255) ?? 0,
+                sectors: try reader.intAttribute(geometryElement, "secs", range: 1...255) ?? 0)
+            guard parsed.cylinders > 0, parsed.heads > 0, parsed.sectors > 0 else {
+                throw reader.error(geometryElement, "<geometry> needs cyls, heads and secs")
+            }
+            if let trans = reader.attribute(geometryElement, "trans"), trans != "default" {
+                guard ["none", "lba", "auto"].contains(trans) else {
+                    throw reader.error(geometryElement, "trans='\(trans)' must be none, lba or auto")
+                }
+                guard bus == .ide else {
+                    throw reader.error(geometryElement, "CHS translation (trans) is only for ide disks (libvirt refuses it too)")
+                }
+                parsed.translation = trans
+            }
+            geometry = parsed
+        }
+        for unsupported in ["encryption", "auth", "mirror"] {
             if let node = try reader.child(element, unsupported) { throw reader.unsupported(node, "disk <\(unsupported)>") }
         }
         var disk = DomainSpec.Disk(
@@ -310,6 +333,7 @@ extension DomainParser {
         disk.ioTune = ioTune
         disk.ioTuneGroup = ioTuneGroup
         (disk.wwn, disk.vendor, disk.product, disk.logicalBlockSize, disk.physicalBlockSize) = identity
+        disk.geometry = geometry
         if !ioTune.isEmpty, source == nil { throw reader.error(element, "<iotune> needs a medium: an empty cdrom cannot be throttled") }
         if diskModel != nil, bus != .virtio { throw reader.error(element, "a disk model applies to virtio disks only") }
         disk.nonTransitional = diskModel == "virtio-non-transitional"
@@ -1126,9 +1150,18 @@ extension DomainParser {
     /// honours under TCG. Interrupt remapping (and so `eim`) needs a split
     /// irqchip, which needs KVM, and is refused.
     func parseIOMMU(_ element: XMLElement) throws -> DomainSpec.IOMMU {
-        let model = try reader.requiredAttribute(element, "model")
-        guard model == "intel" else { throw reader.unsupported(element, "iommu model '\(model)' (only intel)") }
+        let modelName = try reader.requiredAttribute(element, "model")
+        guard let model = DomainSpec.IOMMU.Model(rawValue: modelName) else {
+            throw reader.unsupported(element, "iommu model '\(modelName)' (intel and virtio are supported)")
+        }
         var iommu = DomainSpec.IOMMU()
+        iommu.model = model
+        if model == .virtio {
+            if let driver = try reader.child(element, "driver") {
+                throw reader.error(driver, "a virtio IOMMU takes no <driver> options (they are the intel IOMMU's)")
+            }
+            iommu.pciAddress = try pciAddress(element)
+        }
         if let driver = try reader.child(element, "driver") {
             for attribute in ["intremap", "eim"] where try reader.boolAttribute(driver, attribute) == true {
                 throw reader.unsupported(driver, "iommu \(attribute)='on' (interrupt remapping needs a split irqchip, which needs KVM)")

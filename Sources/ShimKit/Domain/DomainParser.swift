@@ -568,6 +568,31 @@ public struct DomainParser {
         if let hyperv = try reader.child(element, "hyperv") {
             features.hyperv = try parseHyperV(hyperv)
         }
+        if let kvm = try reader.child(element, "kvm") {
+            var parsed = DomainSpec.KVM()
+            func state(_ name: String) throws -> Bool? {
+                guard let child = try reader.child(kvm, name) else { return nil }
+                guard let on = try reader.boolAttribute(child, "state") else {
+                    throw reader.error(child, "missing attribute 'state' (on or off)")
+                }
+                return on
+            }
+            parsed.hidden = try state("hidden") ?? false
+            parsed.pollControl = try state("poll-control") ?? false
+            parsed.pvIPIOff = try state("pv-ipi") == false
+            if try state("hint-dedicated") == true {
+                throw reader.unsupported(kvm, "KVM hint-dedicated (it needs each vCPU pinned, <cputune><vcpupin>)")
+            }
+            if try state("dirty-ring") == true {
+                throw reader.unsupported(kvm, "the KVM dirty ring (a KVM accelerator setting)")
+            }
+            features.kvm = parsed
+        }
+        if let ioapic = try reader.child(element, "ioapic") {
+            let driver = try reader.requiredAttribute(ioapic, "driver")
+            guard driver == "kvm" || driver == "qemu" else { throw reader.error(ioapic, "driver='\(driver)' must be kvm or qemu") }
+            features.ioapicDriver = driver
+        }
         return features
     }
 

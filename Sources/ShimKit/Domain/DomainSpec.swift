@@ -209,6 +209,17 @@ extension DomainSpec {
         public var pmu: Bool? = nil
         /// `<hyperv>`: Hyper-V enlightenments, written on `-cpu` as libvirt does.
         public var hyperv: HyperV? = nil
+        /// `<kvm>`: hidden (`kvm=off`), poll-control, pv-ipi, on `-cpu`.
+        public var kvm: KVM? = nil
+        /// `<ioapic driver>`: `kvm` → `kernel_irqchip=on`, `qemu` → `kernel_irqchip=split`.
+        public var ioapicDriver: String? = nil
+    }
+
+    public struct KVM: Sendable, Equatable {
+        public var hidden = false
+        public var pollControl = false
+        /// `<pv-ipi state='off'>` (`kvm-pv-ipi=off`); on is QEMU's default.
+        public var pvIPIOff = false
     }
 
     /// `<features><hyperv>`. Only enlightenments with state='on' reach QEMU,
@@ -378,6 +389,15 @@ extension DomainSpec {
     public struct Disk: Sendable, Equatable {
         public enum SourceType: String, Sendable { case file, block }
         public enum Device: String, Sendable { case disk, cdrom }
+        /// `<geometry cyls heads secs trans>`: the BIOS CHS geometry.
+        public struct Geometry: Sendable, Equatable {
+            public var cylinders: Int
+            public var heads: Int
+            public var sectors: Int
+            /// ide only: none, lba or auto (`bios-chs-trans`).
+            public var translation: String?
+        }
+        public var geometry: Geometry?
         public enum Bus: String, Sendable { case virtio, sata, ide, scsi, usb }
         public enum Format: String, Sendable { case raw, qcow2 }
         public enum Cache: String, Sendable {
@@ -683,7 +703,12 @@ extension DomainSpec {
     }
 
     public struct IOMMU: Sendable, Equatable {
-        /// `<driver caching_mode iotlb aw_bits>`.
+        /// intel: `intel-iommu` (no PCI address); virtio: `virtio-iommu`, a
+        /// PCI device integrated on pcie.0.
+        public enum Model: String, Sendable { case intel, virtio }
+        public var model: Model = .intel
+        public var pciAddress: PCIAddress?
+        /// `<driver caching_mode iotlb aw_bits>` (intel).
         public var cachingMode: Bool?
         public var deviceIOTLB: Bool?
         public var addressWidthBits: Int?

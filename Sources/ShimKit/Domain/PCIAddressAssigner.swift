@@ -61,6 +61,7 @@ struct PCIAddressAssigner {
         if let m = spec.devices.memballoon, let a = m.pciAddress { all.append(("memballoon", a, m.xmlLine)) }
         for (i, r) in spec.devices.rngs.enumerated() { if let a = r.pciAddress { all.append(("rng \(i)", a, r.xmlLine)) } }
         if let w = spec.devices.watchdog, let a = w.pciAddress { all.append(("watchdog", a, w.xmlLine)) }
+        if let i = spec.devices.iommu, let a = i.pciAddress { all.append(("iommu", a, i.xmlLine)) }
         for (i, s) in spec.devices.sounds.enumerated() { if let a = s.pciAddress { all.append(("sound \(i)", a, s.xmlLine)) } }
         for (i, v) in spec.devices.videos.enumerated() { if let a = v.pciAddress { all.append(("video \(i)", a, v.xmlLine)) } }
         for (i, input) in spec.devices.inputs.enumerated() { if let a = input.pciAddress { all.append(("input \(i)", a, input.xmlLine)) } }
@@ -331,6 +332,14 @@ struct PCIAddressAssigner {
         }
         for (_, members) in slotFunctions where members.count > 1 {
             if let first = members.first { spec.devices.controllers[first].pciAddress?.multifunction = true }
+        }
+        // A virtio IOMMU is integrated on pcie.0: the first slot free once the root ports are packed.
+        if spec.devices.iommu?.model == .virtio, spec.devices.iommu?.pciAddress == nil {
+            guard let slot = (1...0x1E).first(where: { s in !(0...7).contains { used.contains(PCIAddress(bus: 0, slot: s, function: $0).key) } })
+            else { throw error("pcie.0 has no free slot for the virtio IOMMU") }
+            let address = PCIAddress(bus: 0, slot: slot)
+            used.insert(address.key)
+            spec.devices.iommu?.pciAddress = address
         }
         for index in order {
             let controller = spec.devices.controllers[index]

@@ -133,6 +133,11 @@ public struct QEMUCommandLine {
         // libvirt's order (qemuBuildMachineCommandLine).
         if let vmport = spec.features.vmport { machine += ",vmport=\(vmport ? "on" : "off")" }
         if let smm = spec.features.smm { machine += ",smm=\(smm ? "on" : "off")" }
+        switch spec.features.ioapicDriver {
+        case "kvm"?: machine += ",kernel_irqchip=on"
+        case "qemu"?: machine += ",kernel_irqchip=split"
+        default: break
+        }
         machine += ",dump-guest-core=off"
         if spec.memoryBacking.noSharePages { machine += ",mem-merge=off" }
         // With NUMA the RAM is one backend per node instead of pc.ram.
@@ -254,6 +259,11 @@ public struct QEMUCommandLine {
             }
         }
         if spec.devices.panics.contains(where: { $0.model == .hyperv }) { text += ",hv-crash" }
+        if let kvm = spec.features.kvm {
+            if kvm.hidden { text += ",kvm=off" }
+            if kvm.pollControl { text += ",kvm-poll-control=on" }
+            if kvm.pvIPIOff { text += ",kvm-pv-ipi=off" }
+        }
         if let pmu = spec.features.pmu { text += ",pmu=\(pmu ? "on" : "off")" }
         return text
     }
@@ -547,6 +557,12 @@ public struct QEMUCommandLine {
             // product, removable, write-cache, serial, error policies.
             if let size = disk.logicalBlockSize { device["logical_block_size"] = .number(size) }
             if let size = disk.physicalBlockSize { device["physical_block_size"] = .number(size) }
+            if let geometry = disk.geometry {
+                device["cyls"] = .number(geometry.cylinders)
+                device["heads"] = .number(geometry.heads)
+                device["secs"] = .number(geometry.sectors)
+                if let translation = geometry.translation { device["bios-chs-trans"] = .string(translation) }
+            }
             if let wwn = disk.wwn { device["wwn"] = .uint(wwn) }
             if let vendor = disk.vendor { device["vendor"] = .string(vendor) }
             if let product = disk.product { device["product"] = .string(product) }
@@ -875,6 +891,12 @@ public struct QEMUCommandLine {
 
     mutating func addIOMMU() {
         guard let iommu = spec.devices.iommu else { return }
+        if iommu.model == .virtio {
+            var props: JSONObject = ["driver": "virtio-iommu", "id": .string(iommu.alias)]
+            addPCIAddress(iommu.pciAddress, to: &props)
+            addDevice(props)
+            return
+        }
         var props: JSONObject = ["driver": "intel-iommu", "id": .string(iommu.alias)]
         if let value = iommu.cachingMode { props["caching-mode"] = .bool(value) }
         if let value = iommu.deviceIOTLB { props["device-iotlb"] = .bool(value) }

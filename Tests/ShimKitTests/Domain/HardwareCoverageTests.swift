@@ -262,6 +262,42 @@ import Testing
         }
     }
 
+    /// The passthrough guides' features, a virtio IOMMU and disk geometry,
+    /// as libvirt 9.0 writes them (real-tools/passthrough-guide-q35).
+    @Test func kvmFeaturesIOAPICVirtioIOMMUAndGeometry() throws {
+        let xml = domainXML(devices: """
+                <disk type='file' device='disk'><source file='/a'/><target dev='vda' bus='virtio'/><geometry cyls='1024' heads='16' secs='63'/></disk>
+                <video><model type='vga'/></video>
+                <iommu model='virtio'/>
+            """, extra: """
+              <features><acpi/><kvm><hidden state='on'/><poll-control state='on'/><pv-ipi state='off'/></kvm><ioapic driver='qemu'/><vmport state='off'/><pmu state='off'/></features>
+            """, machine: "q35")
+        let plan = try Fixtures.plan(xml)
+        let args = plan.arguments
+        #expect(args.firstIndex(of: "-cpu").map { args[$0 + 1] } == "qemu64,kvm=off,kvm-poll-control=on,kvm-pv-ipi=off,pmu=off")
+        #expect(args.firstIndex(of: "-machine").map { args[$0 + 1] }
+            == "q35,usb=off,vmport=off,kernel_irqchip=split,dump-guest-core=off,memory-backend=pc.ram")
+        // Video at 00:01, root ports packed at 00:02, the IOMMU on the next free pcie.0 slot.
+        #expect(devices(plan).contains(#"{"driver":"virtio-iommu","id":"iommu0","bus":"pcie.0","addr":"0x3"}"#), "\(devices(plan))")
+        #expect(devices(plan).contains { $0.contains(#""bootindex":1,"cyls":1024,"heads":16,"secs":63}"#) }, "\(devices(plan))")
+        let ide = domainXML(devices: "    <disk type='file' device='disk'><source file='/a'/><target dev='hda' bus='ide'/><geometry cyls='16383' heads='16' secs='63' trans='lba'/></disk>")
+        #expect(devices(try Fixtures.plan(ide)).contains { $0.hasSuffix(#""cyls":16383,"heads":16,"secs":63,"bios-chs-trans":"lba"}"#) })
+
+        for (bad, says) in [
+            (domainXML(devices: "    <iommu model='virtio'/>"), "needs the q35"),
+            (domainXML(devices: "    <iommu model='virtio'><driver caching_mode='on'/></iommu>", machine: "q35"), "no <driver>"),
+            (domainXML(devices: "    <iommu model='smmuv3'/>", machine: "q35"), "smmuv3"),
+            (domainXML(devices: "    <disk type='file' device='disk'><source file='/a'/><target dev='sda' bus='sata'/><geometry cyls='1' heads='1' secs='1' trans='lba'/></disk>", machine: "q35"), "only for ide"),
+            (domainXML(devices: "    <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><geometry cyls='1' heads='1' secs='1'/></disk>"), "not cdroms"),
+            (domainXML(extra: "  <features><kvm><hint-dedicated state='on'/></kvm></features>"), "vcpupin"),
+            (domainXML(extra: "  <features><ioapic driver='xen'/></features>"), "kvm or qemu"),
+        ] {
+            #expect { try Fixtures.plan(bad) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>
@@ -431,7 +467,7 @@ import Testing
         #expect(args[iommu - 1] == "-device" && args[iommu - 2] == "strict=on", "right after -boot, before the controllers")
         for (devices, machine) in [
             ("<iommu model='intel'/>", "pc"), ("<iommu model='intel'><driver intremap='on'/></iommu>", "q35"),
-            ("<iommu model='virtio'/>", "q35"), ("<iommu model='intel'><driver aw_bits='40'/></iommu>", "q35"),
+            ("<iommu model='amd'/>", "q35"), ("<iommu model='intel'><driver aw_bits='40'/></iommu>", "q35"),
         ] {
             #expect(throws: ShimError.self, "\(devices)") { try Fixtures.prepare(domainXML(devices: "    " + devices, machine: machine)) }
         }
