@@ -131,6 +131,13 @@ public struct DomainDefaults {
                 }
             case .usb:
                 break
+            case .fdc:
+                if disk.driveAddress == nil {
+                    disk.driveAddress = DriveAddress(controller: 0, bus: 0, unit: DomainParser.diskIndex(disk.targetDev) ?? 0)
+                }
+                if let address = disk.driveAddress, address.controller != 0 || address.bus != 0 || address.unit > 1 {
+                    throw error("floppy '\(disk.targetDev)': the floppy controller has units 0 and 1 on bus 0", at: disk.xmlLine)
+                }
             case .scsi:
                 if disk.driveAddress == nil {
                     // libvirt's narrow-bus default (7 units per controller) for every model.
@@ -247,8 +254,11 @@ public struct DomainDefaults {
             case (.ide, _, let index):
                 guard !isQ35 else { throw error("IDE controllers are unsupported for the q35 machine type", at: controller.xmlLine) }
                 guard index == 0 else { throw error("only IDE controller 0 (the PIIX3 one) is supported", at: controller.xmlLine) }
-            case (.fdc, _, _) where isQ35:
-                throw error("a floppy controller on q35 needs a floppy disk, which vmshim does not support yet", at: controller.xmlLine, code: .unsupported)
+            case (.fdc, _, let index):
+                guard index == 0 else { throw error("only one floppy controller (index 0) exists", at: controller.xmlLine) }
+                if isQ35, !spec.devices.disks.contains(where: { $0.bus == .fdc }) {
+                    throw error("a floppy controller on q35 without a floppy disk is not supported yet; add a floppy or remove it", at: controller.xmlLine, code: .unsupported)
+                }
             case (.usb, "piix3-uhci"?, _) where isQ35:
                 throw error("the piix3-uhci USB controller belongs to the pc machine type; use qemu-xhci on q35", at: controller.xmlLine)
             default:
@@ -304,6 +314,9 @@ public struct DomainDefaults {
             for index in 0...highest where !has(.sata, index) && !explicit.contains(where: { $0.kind == .sata && $0.index == index }) {
                 explicit.append(implicitController(.sata, index, nil))
             }
+        }
+        if spec.devices.disks.contains(where: { $0.bus == .fdc }), !has(.fdc, 0) {
+            explicit.append(implicitController(.fdc, 0, nil))
         }
         if !spec.devices.channels.isEmpty, !has(.virtioSerial, 0) {
             explicit.append(implicitController(.virtioSerial, 0, nil))
@@ -476,6 +489,9 @@ public struct DomainDefaults {
                     ? "scsi\(a.controller)-\(a.bus)-\(a.unit)" : "scsi\(a.controller)-\(a.bus)-\(a.target)-\(a.unit)"
             case .usb:
                 generated = "usb-disk\(DomainParser.diskIndex(disk.targetDev) ?? index)"
+            case .fdc:
+                let a = disk.driveAddress ?? DriveAddress(controller: 0, bus: 0, unit: 0)
+                generated = "fdc\(a.controller)-\(a.bus)-\(a.unit)"
             }
             spec.devices.disks[index].alias = keep(disk.alias, generated)
         }

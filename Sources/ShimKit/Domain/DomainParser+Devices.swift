@@ -176,7 +176,7 @@ extension DomainParser {
         }
         let deviceRaw = reader.attribute(element, "device") ?? "disk"
         guard let device = DomainSpec.Disk.Device(rawValue: deviceRaw) else {
-            throw reader.unsupported(element, "disk device='\(deviceRaw)' (vmshim supports disk and cdrom)")
+            throw reader.unsupported(element, "disk device='\(deviceRaw)' (vmshim supports disk, cdrom and floppy)")
         }
         if reader.attribute(element, "snapshot") != nil { throw reader.unsupported(element, "disk snapshot") }
         let diskModel = reader.attribute(element, "model")
@@ -239,8 +239,8 @@ extension DomainParser {
                 source = path
             }
             startupPolicy = try reader.enumAttribute(sourceElement, "startupPolicy", DomainSpec.Disk.StartupPolicy.self)
-            if startupPolicy == .requisite, device != .cdrom {
-                // libvirt's wording (domain_validate.c); vmshim has no floppy.
+            if startupPolicy == .requisite, device == .disk {
+                // libvirt's wording (domain_validate.c).
                 throw reader.error(sourceElement, "disk startupPolicy 'requisite' is allowed only for cdrom or floppy")
             }
             reader.ignoreAttributes(sourceElement, "index")
@@ -260,7 +260,16 @@ extension DomainParser {
         let targetDev = try reader.requiredAttribute(target, "dev")
         let busRaw = reader.attribute(target, "bus") ?? DomainParser.defaultBus(forTarget: targetDev)
         guard let busName = busRaw, let bus = DomainSpec.Disk.Bus(rawValue: busName) else {
-            throw reader.unsupported(target, "disk bus='\(busRaw ?? "?")' (vmshim supports virtio, scsi, sata, ide and usb)")
+            throw reader.unsupported(target, "disk bus='\(busRaw ?? "?")' (vmshim supports virtio, scsi, sata, ide, usb and fdc)")
+        }
+        // libvirt: floppies live on the floppy controller, and only they do.
+        if (device == .floppy) != (bus == .fdc) {
+            throw reader.error(target, device == .floppy ? "a floppy needs bus='fdc'" : "bus='fdc' is for device='floppy'")
+        }
+        if device == .floppy {
+            guard let index = DomainParser.diskIndex(targetDev), targetDev.hasPrefix("fd"), index < 2 else {
+                throw reader.error(target, "dev='\(targetDev)' must be fda or fdb (the floppy controller has two drives)")
+            }
         }
         if let tray = reader.attribute(target, "tray"), tray != "closed" {
             throw reader.unsupported(target, "tray='\(tray)'")
@@ -378,6 +387,7 @@ extension DomainParser {
 
     static func defaultBus(forTarget dev: String) -> String? {
         if dev.hasPrefix("vd") { return "virtio" }
+        if dev.hasPrefix("fd") { return "fdc" }
         if dev.hasPrefix("hd") { return "ide" }
         if dev.hasPrefix("sd") { return "scsi" }  // libvirt's default for sd*
         return nil

@@ -388,7 +388,7 @@ extension DomainSpec {
 
     public struct Disk: Sendable, Equatable {
         public enum SourceType: String, Sendable { case file, block }
-        public enum Device: String, Sendable { case disk, cdrom }
+        public enum Device: String, Sendable { case disk, cdrom, floppy }
         /// `<geometry cyls heads secs trans>`: the BIOS CHS geometry.
         public struct Geometry: Sendable, Equatable {
             public var cylinders: Int
@@ -398,7 +398,7 @@ extension DomainSpec {
             public var translation: String?
         }
         public var geometry: Geometry?
-        public enum Bus: String, Sendable { case virtio, sata, ide, scsi, usb }
+        public enum Bus: String, Sendable { case virtio, sata, ide, scsi, usb, fdc }
         public enum Format: String, Sendable { case raw, qcow2 }
         public enum Cache: String, Sendable {
             case `default`, none, writethrough, writeback, directsync, unsafe

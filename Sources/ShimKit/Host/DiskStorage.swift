@@ -191,11 +191,11 @@ public struct DiskStorage: Sendable {
                 try resolveChain(&disk, source: source, nextNode: &next)
                 spec.devices.disks[index] = disk
             } catch let error as ShimError {
-                // libvirt's decision table: a cdrom drops its medium when
+                // libvirt's decision table: a cdrom or floppy drops its medium when
                 // optional, or requisite on a restore; an optional hard disk
                 // is removed at a cold boot only; everything else fails.
                 let policy = disk.startupPolicy ?? .mandatory
-                if disk.device == .cdrom, policy == .optional || (policy == .requisite && !coldBoot) {
+                if disk.device != .disk, policy == .optional || (policy == .requisite && !coldBoot) {
                     disk.source = nil
                     disk.backingChain = []
                     disk.backingChainComplete = true
@@ -213,7 +213,7 @@ public struct DiskStorage: Sendable {
                         cause: error.cause)
                 } else {
                     // libvirt's text first, then which disk and what to do.
-                    let without = disk.device == .cdrom ? "start with an empty tray" : "start without this disk"
+                    let without = disk.device == .disk ? "start without this disk" : "start with no medium"
                     throw ShimError(
                         error.code,
                         "\(error.message); disk '\(disk.targetDev)' cannot start without it: fix the image, or set <source startupPolicy='optional'> to \(without)",

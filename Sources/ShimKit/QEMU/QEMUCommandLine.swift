@@ -340,6 +340,8 @@ public struct QEMUCommandLine {
                 if spec.devices.disks.firstIndex(where: { $0.device == .disk }) == index { return position + 1 }
             case .cdrom where disk.device == .cdrom:
                 if spec.devices.disks.firstIndex(where: { $0.device == .cdrom }) == index { return position + 1 }
+            case .fd where disk.device == .floppy:
+                if spec.devices.disks.firstIndex(where: { $0.device == .floppy }) == index { return position + 1 }
             default: continue
             }
         }
@@ -470,7 +472,29 @@ public struct QEMUCommandLine {
         return below
     }
 
+    /// The floppy drives' boot indexes live on the controller, as libvirt
+    /// 9.0 writes them: a `-global` for the PC's built-in isa-fdc, an isa-fdc
+    /// device of its own on q35.
+    mutating func addFloppyController() {
+        let floppies = spec.devices.disks.indices.filter { spec.devices.disks[$0].bus == .fdc }
+        guard !floppies.isEmpty else { return }
+        var boot: [(drive: String, index: Int)] = []
+        for index in floppies {
+            guard let bootIndex = bootIndex(disk: index) else { continue }
+            boot.append(((spec.devices.disks[index].driveAddress?.unit ?? 0) == 0 ? "A" : "B", bootIndex))
+        }
+        boot.sort { $0.drive < $1.drive }
+        if spec.os.isQ35 {
+            var props: JSONObject = ["driver": "isa-fdc"]
+            for (drive, index) in boot { props["bootindex\(drive)"] = .number(index) }
+            addDevice(props)
+        } else {
+            for (drive, index) in boot { add("-global", "isa-fdc.bootindex\(drive)=\(index)") }
+        }
+    }
+
     mutating func addDisks() throws {
+        addFloppyController()
         // Node names count up from the last disk, top image first, then its
         // backing layers: the numbers libvirt gives.
         var firstNode: [Int] = Array(repeating: 0, count: spec.devices.disks.count)
@@ -513,6 +537,10 @@ public struct QEMUCommandLine {
             }
             var device = JSONObject()
             switch disk.bus {
+            case .fdc:
+                // Its boot index sits on the controller (addFloppyController).
+                device["driver"] = "floppy"
+                device["unit"] = .number(disk.driveAddress?.unit ?? 0)
             case .virtio:
                 device["driver"] = disk.nonTransitional ? "virtio-blk-pci-non-transitional" : "virtio-blk-pci"
                 if let id = disk.iothread { device["iothread"] = .string("iothread\(id)") }
@@ -552,7 +580,7 @@ public struct QEMUCommandLine {
             if disk.shareable { device["share-rw"] = true }
             if disk.source != nil { device["drive"] = .string(format) }
             device["id"] = .string(disk.alias)
-            if let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
+            if disk.bus != .fdc, let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
             // libvirt's order (qemuBuildDiskDeviceProps): block sizes, wwn, vendor,
             // product, removable, write-cache, serial, error policies.
             if let size = disk.logicalBlockSize { device["logical_block_size"] = .number(size) }

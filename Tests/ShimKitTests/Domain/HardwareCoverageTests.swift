@@ -298,6 +298,43 @@ import Testing
         }
     }
 
+    /// Floppies as libvirt 9.0 writes them: the drives on the floppy bus,
+    /// their boot indexes on the controller (a -global on pc, an isa-fdc
+    /// device on q35).
+    @Test func floppyDisksOnPCAndQ35() throws {
+        let pc = domainXML(devices: """
+                <disk type='file' device='floppy'><source file='/f.img'/><target dev='fda'/><readonly/></disk>
+                <disk type='file' device='floppy'><target dev='fdb' bus='fdc'/></disk>
+            """).replacingOccurrences(of: "<os><type arch='x86_64' machine='pc'>hvm</type></os>",
+                                      with: "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='fd'/><boot dev='hd'/></os>")
+        let plan = try Fixtures.plan(pc)
+        let args = plan.arguments
+        #expect(args.contains("isa-fdc.bootindexA=1"), "\(args)")
+        #expect(devices(plan).contains(#"{"driver":"floppy","unit":0,"drive":"libvirt-2-format","id":"fdc0-0-0"}"#), "\(devices(plan))")
+        #expect(devices(plan).contains(#"{"driver":"floppy","unit":1,"id":"fdc0-0-1"}"#))
+        #expect(args.contains { $0.contains(#""node-name":"libvirt-2-format","read-only":true"#) })
+        #expect(!devices(plan).contains { $0.contains("isa-fdc") })
+
+        let q35 = domainXML(devices: """
+                <disk type='file' device='floppy'><source file='/f.img'/><target dev='fda'/><boot order='2'/></disk>
+                <disk type='file' device='floppy'><source file='/g.img'/><target dev='fdb'/><boot order='1'/></disk>
+            """, machine: "q35")
+        let q35Plan = try Fixtures.plan(q35)
+        #expect(devices(q35Plan).contains(#"{"driver":"isa-fdc","bootindexA":2,"bootindexB":1}"#), "\(devices(q35Plan))")
+        #expect(try Fixtures.prepare(q35).devices.controllers.contains { $0.kind == .fdc && $0.implicit })
+
+        for (bad, says) in [
+            (domainXML(devices: "    <disk type='file' device='floppy'><source file='/f'/><target dev='fdc'/></disk>"), "fda or fdb"),
+            (domainXML(devices: "    <disk type='file' device='floppy'><source file='/f'/><target dev='hda' bus='ide'/></disk>"), "needs bus='fdc'"),
+            (domainXML(devices: "    <disk type='file' device='disk'><source file='/f'/><target dev='fda'/></disk>"), "for device='floppy'"),
+            (domainXML(devices: "    <controller type='fdc'/>", machine: "q35"), "without a floppy disk"),
+        ] {
+            #expect { try Fixtures.plan(bad) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>
