@@ -44,7 +44,7 @@ int cshim_pidfd_reap(int pidfd, int *code, int *status) {
     return 0;
 }
 
-int cshim_tap_open(char *name, int vnet_hdr) {
+int cshim_tap_open(char *name, int vnet_hdr, int multi_queue) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -53,6 +53,8 @@ int cshim_tap_open(char *name, int vnet_hdr) {
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
     if (vnet_hdr)
         ifr.ifr_flags |= IFF_VNET_HDR;
+    if (multi_queue)
+        ifr.ifr_flags |= IFF_MULTI_QUEUE;
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
         int saved = errno;

@@ -19,8 +19,10 @@ int cshim_pidfd_reap(int pidfd, int *code, int *status);
 
 /* Opens (or creates) a tap device on /dev/net/tun. `name` is in/out
  * (IFNAMSIZ bytes); an empty name lets the kernel pick one from `pattern`
- * semantics of the caller. vnet_hdr asks for IFF_VNET_HDR. Returns the fd. */
-int cshim_tap_open(char *name, int vnet_hdr);
+ * semantics of the caller. vnet_hdr asks for IFF_VNET_HDR, multi_queue for
+ * IFF_MULTI_QUEUE (each open of the same name is then one more queue).
+ * Returns the fd. */
+int cshim_tap_open(char *name, int vnet_hdr, int multi_queue);
 /* The MTU of a link, or -1 with errno. */
 int cshim_link_get_mtu(const char *name);
 /* Adds link `port` to bridge `bridge` (SIOCBRADDIF); 0 or -1 with errno. */

@@ -680,6 +680,9 @@ extension DomainParser {
         var nic = DomainSpec.Interface(
             kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind.usesTap ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
+        if tuning.queues != nil, !kind.usesTap {
+            throw reader.unsupported(element.firstElement(named: "driver") ?? element, "NIC multiqueue on interface type='\(typeRaw)' (ethernet and bridge taps have it)")
+        }
         nic.virtioTuning = tuning
         nic.bridge = bridge
         nic.socketEndpoint = endpoint?.0
@@ -716,8 +719,9 @@ extension DomainParser {
         return (remote, local)
     }
 
-    /// `<driver>` of a NIC: the virtio-net knobs libvirt passes on argv. vhost,
-    /// multiqueue and the offload switches (`<host>`, `<guest>`) are refused.
+    /// `<driver>` of a NIC: the virtio-net knobs libvirt passes on argv, and
+    /// `queues` (a multiqueue tap). vhost and the offload switches (`<host>`,
+    /// `<guest>`) are refused.
     func parseVirtioNetDriver(_ driver: XMLElement, model: DomainSpec.Interface.Model) throws -> DomainSpec.VirtioNetTuning {
         var tuning = DomainSpec.VirtioNetTuning()
         if let name = reader.attribute(driver, "name"), name != "qemu" {
@@ -737,8 +741,8 @@ extension DomainParser {
             guard size & (size - 1) == 0 else { throw reader.error(driver, "\(attribute)='\(size)' must be a power of two") }
             if attribute == "rx_queue_size" { tuning.rxQueueSize = size } else { tuning.txQueueSize = size }
         }
-        if let queues = try reader.intAttribute(driver, "queues"), queues > 1 {
-            throw reader.unsupported(driver, "NIC multiqueue queues='\(queues)'")
+        if let queues = try reader.intAttribute(driver, "queues", range: 1...256), queues > 1 {
+            tuning.queues = queues
         }
         for child in ["host", "guest"] {
             if let node = try reader.child(driver, child) { throw reader.unsupported(node, "NIC offload settings <\(child)>") }

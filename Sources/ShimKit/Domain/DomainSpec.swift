@@ -561,6 +561,8 @@ extension DomainSpec {
         public var eventIdx: Bool?
         public var rxQueueSize: Int?
         public var txQueueSize: Int?
+        /// `queues`: a multiqueue tap with this many queue pairs (`mq=on`).
+        public var queues: Int?
         public init() {}
     }
 

@@ -19,9 +19,11 @@ public enum Tap {
     /// With `bridge` (`type='bridge'`), the tap takes the bridge's MTU unless
     /// `mtu` is given, and joins the bridge, as libvirt does; `alias` names
     /// the interface in errors.
+    /// With `multiQueue` the tap is opened with IFF_MULTI_QUEUE; `openQueue`
+    /// then adds the other queues.
     public static func open(
         name: String?, managed: Bool, vnetHeader: Bool, guestMAC: String, mtu: Int?, bridge: String? = nil,
-        alias: String = ""
+        alias: String = "", multiQueue: Bool = false
     ) throws -> Opened {
         var mtu = mtu
         if let bridge, mtu == nil {
@@ -38,7 +40,7 @@ public enum Tap {
         if !managed, name == nil {
             throw ShimError(.invalidArgument, "an unmanaged tap needs a <target dev=…> name")
         }
-        let fd = cshim_tap_open(&buffer, vnetHeader ? 1 : 0)
+        let fd = cshim_tap_open(&buffer, vnetHeader ? 1 : 0, multiQueue ? 1 : 0)
         guard fd >= 0 else {
             let code = errno
             let hint = code == EPERM ? " (creating tap devices needs CAP_NET_ADMIN)" : code == EBUSY ? " (another process holds it)" : ""
@@ -65,5 +67,19 @@ public enum Tap {
             }
         }
         return Opened(fd: fd, name: actual)
+    }
+
+    /// One more queue of a multiqueue tap `open` already set up.
+    public static func openQueue(name: String, vnetHeader: Bool, alias: String) throws -> Int32 {
+        let size = Int(cshim_ifnamsiz())
+        var buffer = [CChar](repeating: 0, count: size)
+        for (index, byte) in name.utf8.prefix(size - 1).enumerated() { buffer[index] = CChar(bitPattern: byte) }
+        let fd = cshim_tap_open(&buffer, vnetHeader ? 1 : 0, 1)
+        guard fd >= 0 else {
+            let code = errno
+            let hint = code == EINVAL ? " (it was not created as a multiqueue tap)" : ""
+            throw ShimError.system("interface '\(alias)': cannot open another queue of tap \(name)\(hint)", errno: code)
+        }
+        return fd
     }
 }

@@ -42,13 +42,18 @@ public enum QEMULauncher {
                 let fd = open(path, flags, 0o600)
                 guard fd >= 0 else { throw ShimError.system("cannot open \(path) for a character device") }
                 opened.append((fd, request.childFD))
-            case .tap(let name, let vnetHeader, let managed, let alias):
+            case .tap(let name, let vnetHeader, let managed, let alias, let multiQueue):
                 let nic = spec.devices.interfaces.first { $0.alias == alias }
                 let tap = try Tap.open(
                     name: name, managed: managed, vnetHeader: vnetHeader, guestMAC: nic?.mac ?? "", mtu: nic?.mtu,
-                    bridge: nic?.bridge, alias: alias)
+                    bridge: nic?.bridge, alias: alias, multiQueue: multiQueue)
                 tapNames[alias] = tap.name
                 opened.append((tap.fd, request.childFD))
+            case .tapQueue(let alias, let vnetHeader):
+                guard let name = tapNames[alias] else {
+                    throw ShimError(.internalError, "the plan asks for another queue of interface '\(alias)' before its tap")
+                }
+                opened.append((try Tap.openQueue(name: name, vnetHeader: vnetHeader, alias: alias), request.childFD))
             case .incomingMigration:
                 guard let fd = incoming else {
                     throw ShimError(.internalError, "the plan restores saved state but no stream was opened")

@@ -58,7 +58,9 @@ public struct FDRequest: Sendable, Equatable {
         /// A file a character device writes to; truncated unless `append`.
         case file(path: String, append: Bool)
         /// A tap device: created (or, unmanaged, opened) by the shim.
-        case tap(name: String?, vnetHeader: Bool, managed: Bool, alias: String)
+        case tap(name: String?, vnetHeader: Bool, managed: Bool, alias: String, multiQueue: Bool)
+        /// Another queue of the multiqueue tap opened for `alias`.
+        case tapQueue(alias: String, vnetHeader: Bool)
         /// The saved state a restore reads (`migrate-incoming fd:N`).
         case incomingMigration
     }

@@ -613,9 +613,18 @@ public struct QEMUCommandLine {
             case .user:
                 add("-netdev", JSONValue.object(["type": "user", "id": .string(netdevID)]).description)
             case .ethernet, .bridge:
+                let vnetHeader = nic.model == .virtio
+                let queues = nic.virtioTuning.queues ?? 1
                 let fd = passFD(
-                    .tap(name: nic.targetDev, vnetHeader: nic.model == .virtio, managed: nic.managedTap, alias: nic.alias))
-                add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
+                    .tap(name: nic.targetDev, vnetHeader: vnetHeader, managed: nic.managedTap, alias: nic.alias, multiQueue: queues > 1))
+                if queues > 1 {
+                    // One tap fd per queue pair, as libvirt passes them.
+                    let more = (1..<queues).map { _ in passFD(.tapQueue(alias: nic.alias, vnetHeader: vnetHeader)) }
+                    let fds = ([fd] + more).map(String.init).joined(separator: ":")
+                    add("-netdev", JSONValue.object(["type": "tap", "fds": .string(fds), "id": .string(netdevID)]).description)
+                } else {
+                    add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
+                }
             case .mcast, .server, .client, .udp:
                 // libvirt 9.0's socket netdevs: mcast, listen, connect, udp with localaddr.
                 let key = ["mcast": "mcast", "server": "listen", "client": "connect", "udp": "udp"][nic.kind.rawValue] ?? "mcast"
@@ -632,6 +641,11 @@ public struct QEMUCommandLine {
             if let tx = tuning.tx { device["tx"] = .string(tx) }
             if let ioeventfd = tuning.ioeventfd { device["ioeventfd"] = .bool(ioeventfd) }
             if let eventIdx = tuning.eventIdx { device["event_idx"] = .bool(eventIdx) }
+            if let queues = tuning.queues, queues > 1 {
+                // A vector per queue in each direction, one for config, one for control.
+                device["mq"] = true
+                device["vectors"] = .number(2 * queues + 2)
+            }
             if let size = tuning.rxQueueSize { device["rx_queue_size"] = .number(size) }
             if let size = tuning.txQueueSize { device["tx_queue_size"] = .number(size) }
             if let mtu = nic.mtu, nic.model == .virtio { device["host_mtu"] = .number(mtu) }

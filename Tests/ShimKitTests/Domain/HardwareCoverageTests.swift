@@ -335,6 +335,28 @@ import Testing
         }
     }
 
+    /// A multiqueue tap: one fd per queue pair on the netdev, mq and the
+    /// vectors on the device between event_idx and the queue sizes.
+    @Test func multiqueueTapsAsLibvirtWritesThem() throws {
+        let xml = domainXML(devices: """
+                <interface type='ethernet'><mac address='52:54:00:00:00:21'/><target dev='mq0'/><model type='virtio'/><driver name='qemu' txmode='iothread' ioeventfd='on' event_idx='off' queues='4' rx_queue_size='512'/></interface>
+            """)
+        let plan = try Fixtures.plan(xml)
+        let netdev = try #require(plan.arguments.first { $0.contains(#""type":"tap""#) })
+        let fds = plan.fds.filter {
+            switch $0.resource {
+            case .tap(_, _, _, _, let multiQueue): return multiQueue
+            case .tapQueue: return true
+            default: return false
+            }
+        }.map { String($0.childFD) }
+        #expect(fds.count == 4)
+        #expect(netdev == #"{"type":"tap","fds":"\#(fds.joined(separator: ":"))","id":"hostnet0"}"#, "\(netdev)")
+        #expect(devices(plan).contains { $0.hasPrefix(#"{"driver":"virtio-net-pci","tx":"bh","ioeventfd":true,"event_idx":false,"mq":true,"vectors":10,"rx_queue_size":512,"netdev":"hostnet0""#) }, "\(devices(plan))")
+        let e1000 = domainXML(devices: "    <interface type='ethernet'><model type='e1000'/><driver queues='2'/></interface>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(e1000) }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>

@@ -95,6 +95,7 @@ import Testing
         defer { try? ip(["link", "del", bridge]) }
         let vm = try ShimHarness(name: "it-bridge", .init(extraDevices: """
             <interface type='bridge'><source bridge='\(bridge)'/><target dev='vmshimtst2'/><model type='virtio'/></interface>
+            <interface type='bridge'><source bridge='\(bridge)'/><target dev='vmshimtst3'/><model type='virtio'/><driver queues='2'/></interface>
             """))
         defer { vm.tearDown() }
         try vm.start(["--paused"])
@@ -102,6 +103,14 @@ import Testing
         let master = try FileManager.default.destinationOfSymbolicLink(atPath: "/sys/class/net/vmshimtst2/master")
         #expect(master.hasSuffix("/" + bridge))
         #expect(try FileIO.readString("/sys/class/net/vmshimtst2/mtu").trimmingCharacters(in: .whitespacesAndNewlines) == "1450")
+        // The multiqueue NIC: a tap with IFF_MULTI_QUEUE, one fd per queue in QEMU.
+        let flags = try FileIO.readString("/sys/class/net/vmshimtst3/tun_flags").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect((Int(flags.dropFirst(2), radix: 16) ?? 0) & 0x100 != 0, "tun_flags \(flags)")
+        let qemu = try #require(vm.qemuPIDs().first)
+        let tunFDs = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(qemu)/fd").filter {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(qemu)/fd/\($0)")) == "/dev/net/tun"
+        }
+        #expect(tunFDs.count == 3, "one fd for vmshimtst2, two queues for vmshimtst3")
         #expect(try vm.cli(["destroy", "it-bridge"]).status == 0)
         _ = await vm.waitForExit(timeout: .seconds(30))
 
