@@ -24,9 +24,12 @@ final class Outbox: Sendable {
     }
 
     /// Queues a message; a short task sends it unless a send is under way.
-    func send(_ message: RegistrarMessage) {
-        guard enqueue(message) else { return }
-        Task { await self.drain() }
+    /// False when the outbox is closed (the stream has ended or broke).
+    @discardableResult
+    func send(_ message: RegistrarMessage) -> Bool {
+        let (queued, mustSend) = enqueue(message)
+        if mustSend { Task { await self.drain() } }
+        return queued
     }
 
     /// Queues a message without sending it: the registry queues its answer
@@ -57,14 +60,14 @@ final class Outbox: Sendable {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
-    /// True when the caller must send (nobody else is sending).
-    private func enqueue(_ message: RegistrarMessage) -> Bool {
+    /// Whether it was queued, and whether the caller must send (nobody else is).
+    private func enqueue(_ message: RegistrarMessage) -> (queued: Bool, mustSend: Bool) {
         state.withLock { state in
-            guard !state.closed else { return false }
+            guard !state.closed else { return (false, false) }
             state.queue.append(message)
-            guard !state.sending else { return false }
+            guard !state.sending else { return (true, false) }
             state.sending = true
-            return true
+            return (true, true)
         }
     }
 

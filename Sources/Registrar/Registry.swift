@@ -251,7 +251,12 @@ actor Registry {
         let message = RegistrarMessage.with { $0.request = request }
         return try await withCheckedThrowingContinuation { continuation in
             pendingRequests[id] = continuation
-            requests.send(message)
+            guard requests.send(message) else {
+                // The stream broke or ended under us: no answer will come.
+                pendingRequests[id] = nil
+                continuation.resume(throwing: ShimError(.unavailable, "the Register stream of domain \(uuid) is closed"))
+                return
+            }
         }
     }
 

@@ -386,6 +386,13 @@ def _argv_facts(pid: int) -> dict:
         facts[key] = sorted(",".join(sorted(v.split(","))) for v in facts[key])
     # the model first, its options as a set
     facts["-cpu"] = [",".join(v.split(",")[:1] + sorted(v.split(",")[1:])) for v in facts["-cpu"]]
+    # what backs guest RAM (anonymous, memfd, a hugetlbfs file): query-memdev does not say
+    backends = []
+    for option, value in zip(argv, argv[1:]):
+        if option == "-object" and value.startswith("{") and "memory-backend" in value:
+            backend = json.loads(value)
+            backends.append(json.dumps({k: v for k, v in backend.items() if k not in ("id", "mem-path")}, sort_keys=True))
+    facts["memory backend objects"] = sorted(backends)
     return facts
 
 

@@ -8,8 +8,9 @@ public struct DomainDefaults {
     public struct Environment: Sendable {
         public var runDirectory: RunDirectory
         public var randomMAC: @Sendable () -> String
-        /// Returns a free TCP port ≥ 5900 on the given listen address.
-        public var freeVNCPort: @Sendable (String) throws -> Int
+        /// Returns a free TCP port ≥ 5900 on the given listen address, not
+        /// among those already taken by the domain's other displays.
+        public var freeVNCPort: @Sendable (String, Set<Int>) throws -> Int
         /// The XML is a running VM's live definition (reattach): ports it
         /// records are in use by that VM and are kept, not reallocated.
         public var isLiveDefinition: Bool
@@ -17,13 +18,20 @@ public struct DomainDefaults {
         public var firmwareDescriptors: @Sendable () -> [FirmwareDescriptor]
         /// Where a UEFI variable store goes when `<nvram>` names none.
         public var nvramDirectory: String
+        /// The host's hugetlbfs mounts and default huge page size, for `<hugepages>`.
+        public var hugetlbfsMounts: @Sendable () -> [Hugepages.Mount]
+        public var defaultHugepageSizeKiB: @Sendable () -> UInt64?
 
         public init(
             runDirectory: RunDirectory, randomMAC: @escaping @Sendable () -> String = DomainDefaults.randomMAC,
-            freeVNCPort: @escaping @Sendable (String) throws -> Int, isLiveDefinition: Bool = false,
+            freeVNCPort: @escaping @Sendable (String, Set<Int>) throws -> Int, isLiveDefinition: Bool = false,
             firmwareDescriptors: @escaping @Sendable () -> [FirmwareDescriptor] = { FirmwareDescriptor.loadSystem() },
-            nvramDirectory: String? = nil
+            nvramDirectory: String? = nil,
+            hugetlbfsMounts: @escaping @Sendable () -> [Hugepages.Mount] = { Hugepages.mounts() },
+            defaultHugepageSizeKiB: @escaping @Sendable () -> UInt64? = { Hugepages.defaultPageSizeKiB() }
         ) {
+            self.hugetlbfsMounts = hugetlbfsMounts
+            self.defaultHugepageSizeKiB = defaultHugepageSizeKiB
             self.runDirectory = runDirectory
             self.randomMAC = randomMAC
             self.freeVNCPort = freeVNCPort
@@ -59,6 +67,7 @@ public struct DomainDefaults {
         // x86 guests get whole MiB, as libvirt aligns them at start.
         spec.memory.maximumKiB = (spec.memory.maximumKiB + 1023) / 1024 * 1024
         spec.memory.currentKiB = min(spec.memory.currentKiB, spec.memory.totalKiB)
+        try resolveHugepages(&spec)
 
         let hasDeviceBootOrder =
             spec.devices.disks.contains { $0.bootOrder != nil } || spec.devices.interfaces.contains { $0.bootOrder != nil }
@@ -84,11 +93,15 @@ public struct DomainDefaults {
             spec.devices.interfaces[index].mac = mac
         }
         assignAliases(&spec, isQ35: isQ35)
+        // VNC and SPICE share one port range; a domain may have one of each.
+        var takenPorts = Set(spec.devices.graphics.compactMap(\.port))
         for index in spec.devices.graphics.indices where spec.devices.graphics[index].port == nil {
             if environment.isLiveDefinition, let recorded = spec.devices.graphics[index].recordedPort {
                 spec.devices.graphics[index].port = recorded
             } else if case .address(let address) = spec.devices.graphics[index].listen {
-                spec.devices.graphics[index].port = try environment.freeVNCPort(address)
+                let port = try environment.freeVNCPort(address, takenPorts)
+                takenPorts.insert(port)
+                spec.devices.graphics[index].port = port
             }
         }
         try PCIAddressAssigner(file: file).assign(&spec)
@@ -215,6 +228,24 @@ public struct DomainDefaults {
         }
         if firmware.nvram == nil { firmware.nvram = environment.nvramDirectory + "/" + spec.name + "_VARS.fd" }
         spec.os.firmware = firmware
+    }
+
+    /// `<hugepages>` as libvirt does it: the page size asked for or the
+    /// host's default, then (without memfd) the hugetlbfs mount of that size
+    /// and a directory of the domain's own on it.
+    func resolveHugepages(_ spec: inout DomainSpec) throws {
+        guard spec.memoryBacking.hugepages else { return }
+        guard let size = spec.memoryBacking.hugepageSizeKiB ?? environment.defaultHugepageSizeKiB() else {
+            throw error("<hugepages>: the host has no huge pages (no Hugepagesize in /proc/meminfo)", code: .unavailable)
+        }
+        spec.memoryBacking.hugepageSizeKiB = size
+        guard !spec.memoryBacking.memfd else { return }
+        guard let mount = environment.hugetlbfsMounts().first(where: { $0.pageSizeKiB == size }) else {
+            throw error(
+                "<hugepages>: no hugetlbfs is mounted for \(size) KiB pages; mount one (mount -t hugetlbfs -o pagesize=\(size)k none /dev/hugepages) or use <source type='memfd'/>",
+                code: .unavailable)
+        }
+        spec.memoryBacking.hugepageDirectory = mount.path + "/vmshim/" + spec.name
     }
 
     /// Disks and controllers name iothreads the domain defines.
@@ -398,6 +429,12 @@ public struct DomainDefaults {
             throw error("USB disk '\(disk.targetDev)' needs a USB controller, but the domain has model='none'", at: disk.xmlLine)
         }
         // USB ports, as libvirt counts them (virDomainUSBAddressControllerModelToPorts).
+        for kind in [DomainSpec.Graphics.Kind.vnc, .spice] {
+            let same = spec.devices.graphics.filter { $0.kind == kind }
+            if same.count > 1 {
+                throw error("only one <graphics type='\(kind.rawValue)'> is supported (libvirt refuses a second too)", at: same[1].xmlLine)
+            }
+        }
         // SPICE channels ride on the SPICE connection (libvirt refuses them without it too).
         let hasSpice = spec.devices.graphics.contains { $0.kind == .spice }
         if !hasSpice {
@@ -408,7 +445,7 @@ public struct DomainDefaults {
                 throw error("a spicevmc redirdev needs <graphics type='spice'>", at: redirdev.xmlLine)
             }
             if spec.devices.audio == .spice {
-                throw error("<audio type='spice'> needs <graphics type='spice'>", at: nil)
+                throw error("<audio type='spice'> needs <graphics type='spice'>; use <audio type='none'> or add SPICE graphics", at: spec.devices.audioLine)
             }
         }
         for redirdev in spec.devices.redirdevs where usbModel == "none" || usbModel == nil {
@@ -559,14 +596,17 @@ public struct DomainDefaults {
             spec.devices.redirdevs[index].alias = keep(spec.devices.redirdevs[index].alias, "redir\(index)")
         }
         // DIMMs are named after their slot, virtio-mem devices in order (libvirt 9.0).
+        // Only generated virtio-mem names count (a user alias takes no number).
         var virtioMem = 0
         for index in spec.devices.memoryDevices.indices {
             let device = spec.devices.memoryDevices[index]
             switch device.model {
             case .dimm: spec.devices.memoryDevices[index].alias = keep(device.alias, "dimm\(device.slot ?? index)")
-            case .virtioMem:
-                spec.devices.memoryDevices[index].alias = keep(device.alias, "virtiomem\(virtioMem)")
+            case .virtioMem where device.alias.isEmpty:
+                spec.devices.memoryDevices[index].alias = "virtiomem\(virtioMem)"
                 virtioMem += 1
+            case .virtioMem:
+                break
             }
         }
     }

@@ -75,6 +75,7 @@ extension DomainParser {
                     throw reader.unsupported(child, "audio id='\(id)' (one backend, id 1)")
                 }
                 devices.audio = audio
+                devices.audioLine = child.line
             case "redirdev":
                 child.consumed = true
                 devices.redirdevs.append(try parseRedirdev(child).at(position, line: child.line))
@@ -877,7 +878,8 @@ extension DomainParser {
                 throw reader.unsupported(target, "virtio consoles")
             case (.channel, "virtio"):
                 device.targetType = .virtio
-                device.targetName = reader.attribute(target, "name")
+                // libvirt names a SPICE agent channel that has no name.
+                device.targetName = reader.attribute(target, "name") ?? (backend == .spicevmc ? "com.redhat.spice.0" : nil)
                 reader.ignoreAttributes(target, "state")
             case (.channel, nil):
                 throw reader.error(target, "a channel needs target type='virtio'")

@@ -210,10 +210,11 @@ public struct DomainParser {
         guard !spec.cpu.numaCells.isEmpty else {
             throw reader.error(maxElement, "at least one NUMA cell (<cpu><numa><cell>) has to be configured when enabling memory hotplug")
         }
-        if !devices.isEmpty, spec.memoryBacking.memfd || spec.memoryBacking.shared || spec.memoryBacking.preallocate {
+        let backing = spec.memoryBacking
+        if !devices.isEmpty, backing.memfd || backing.shared || backing.preallocate || backing.hugepages {
             throw reader.error(
                 root.firstElement(named: "memoryBacking") ?? root,
-                "memory devices with memfd, shared or preallocated <memoryBacking> are not supported yet; drop one or the other",
+                "memory devices with memfd, shared, preallocated or huge page <memoryBacking> are not supported yet; drop one or the other",
                 code: .unsupported)
         }
         var slotsUsed = Set<Int>()
@@ -238,6 +239,7 @@ public struct DomainParser {
                 root.firstElement(named: "features") ?? root, "DIMMs are hot-pluggable through ACPI: add <features><acpi/></features>")
         }
         var total: UInt64 = 0
+        let space = hotplug.maximumKiB > spec.memory.maximumKiB ? hotplug.maximumKiB - spec.memory.maximumKiB : 0
         for index in spec.devices.memoryDevices.indices {
             let device = spec.devices.memoryDevices[index]
             guard spec.cpu.numaCells.contains(where: { $0.id == device.node }) else {
@@ -251,12 +253,13 @@ public struct DomainParser {
                 slotsUsed.insert(free)
                 spec.devices.memoryDevices[index].slot = free
             }
+            // Checked device by device: sizes come from the document and must not overflow.
+            guard device.sizeKiB <= space - total else {
+                throw ShimError.afterParsing(
+                    file: reader.file, line: device.xmlLine,
+                    "<memory model='\(device.model.rawValue)'>: boot memory (\(spec.memory.maximumKiB) KiB) plus the memory devices up to this one exceed <maxMemory> (\(hotplug.maximumKiB) KiB); raise <maxMemory> or make the devices smaller")
+            }
             total += device.sizeKiB
-        }
-        guard spec.memory.maximumKiB + total <= hotplug.maximumKiB else {
-            throw reader.error(
-                maxElement,
-                "boot memory (\(spec.memory.maximumKiB) KiB) plus the memory devices (\(total) KiB) exceed <maxMemory> (\(hotplug.maximumKiB) KiB)")
         }
         spec.memory.devicesKiB = total
         // The NUMA sum clamped <currentMemory> to boot memory; with devices, libvirt's bound is the total.
@@ -823,12 +826,29 @@ public struct DomainParser {
             case let other: throw reader.unsupported(source, "memory source type='\(other)' (anonymous or memfd)")
             }
         }
+        if let hugepages = try reader.child(element, "hugepages") {
+            backing.hugepages = true
+            let pages = reader.children(hugepages, "page")
+            if pages.count > 1 { throw reader.unsupported(pages[1], "huge pages of more than one size") }
+            if let page = pages.first {
+                if page.attribute("nodeset") != nil {
+                    throw reader.unsupported(page, "huge pages for some NUMA nodes only (nodeset)")
+                }
+                let sizeText = try reader.requiredAttribute(page, "size")
+                guard let size = UInt64(sizeText), size > 0 else { throw reader.error(page, "size='\(sizeText)' is not a page size") }
+                let unit = reader.attribute(page, "unit") ?? "KiB"
+                guard let kib = Self.kibibytes(size, unit: unit), kib > 4 else {
+                    throw reader.error(page, "\(size) \(unit) is not a huge page size (for example size='2' unit='MiB')")
+                }
+                backing.hugepageSizeKiB = kib
+            }
+        }
         if let access = try reader.child(element, "access") {
             switch reader.attribute(access, "mode") ?? "private" {
             case "private": break
             case "shared":
-                guard backing.memfd else {
-                    throw reader.unsupported(access, "shared anonymous memory (use <source type='memfd'/>)")
+                guard backing.memfd || backing.hugepages else {
+                    throw reader.unsupported(access, "shared anonymous memory (use <source type='memfd'/> or <hugepages/>)")
                 }
                 backing.shared = true
             case let other: throw reader.error(access, "access mode='\(other)' must be shared or private")
@@ -842,7 +862,8 @@ public struct DomainParser {
             }
             if allocation.attribute("threads") != nil { throw reader.unsupported(allocation, "preallocation threads") }
         }
-        if numa, backing.memfd || backing.preallocate {
+        // With huge pages every node is preallocated anyway.
+        if numa, backing.memfd || (backing.preallocate && !backing.hugepages) {
             throw reader.unsupported(element, "a memfd or preallocated backend together with NUMA cells")
         }
         return backing

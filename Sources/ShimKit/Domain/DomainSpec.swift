@@ -37,6 +37,14 @@ public struct DomainSpec: Sendable, Equatable {
         public var preallocate = false
         /// `<nosharepages/>`: keep the RAM out of KSM.
         public var noSharePages = false
+        /// `<hugepages>`: guest RAM on huge pages, preallocated.
+        public var hugepages = false
+        /// The page size: `<page size>`, else the host's default (filled in
+        /// by DomainDefaults).
+        public var hugepageSizeKiB: UInt64?
+        /// Where QEMU maps the RAM from (a directory on the hugetlbfs mount of
+        /// that size); nil with memfd, which asks the kernel for huge pages.
+        public var hugepageDirectory: String?
         public init() {}
     }
     /// `<iothreads>` / `<iothreadids>`: the ids of QEMU's iothread objects (`iothreadN`).
@@ -345,6 +353,7 @@ extension DomainSpec {
         public var redirdevs: [Redirdev] = []
         /// `<audio type>`: none, or spice (the default with SPICE graphics, as in libvirt).
         public var audio: Audio?
+        public var audioLine: Int?
 
         public enum Audio: String, Sendable { case none, spice }
 

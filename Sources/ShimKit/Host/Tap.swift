@@ -43,7 +43,11 @@ public enum Tap {
         let fd = cshim_tap_open(&buffer, vnetHeader ? 1 : 0, multiQueue ? 1 : 0)
         guard fd >= 0 else {
             let code = errno
-            let hint = code == EPERM ? " (creating tap devices needs CAP_NET_ADMIN)" : code == EBUSY ? " (another process holds it)" : ""
+            let hint =
+                code == EPERM ? " (creating tap devices needs CAP_NET_ADMIN)"
+                : code == EBUSY ? " (another process holds it)"
+                : code == EINVAL && multiQueue ? " (a NIC with <driver queues> needs a multiqueue tap: ip tuntap add dev NAME mode tap multi_queue)"
+                : ""
             throw ShimError.system("cannot open tap device '\(requested)'\(hint)", errno: code)
         }
         let actual = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -27,9 +27,16 @@ public enum QEMULauncher {
         var createdSockets: [String] = []
         var tapNames: [String: String] = [:]
         var succeeded = false
+        let backing = spec.memoryBacking
         defer {
             for item in opened { close(item.parent) }
-            if !succeeded { for path in createdSockets { unlink(path) } }
+            if !succeeded {
+                for path in createdSockets { unlink(path) }
+                Hugepages.removeDirectory(backing.hugepageDirectory)
+            }
+        }
+        if backing.hugepages, let size = backing.hugepageSizeKiB {
+            try Hugepages.prepare(directory: backing.hugepageDirectory, sizeKiB: size, guestKiB: spec.memory.totalKiB, owner: runAs)
         }
         for request in plan.fds {
             switch request.resource {

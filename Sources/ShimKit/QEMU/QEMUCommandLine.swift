@@ -158,15 +158,7 @@ public struct QEMUCommandLine {
             add("-m", "\(mebibytes)")
         }
         if spec.cpu.numaCells.isEmpty {
-            let backing = spec.memoryBacking
-            var ram: JSONObject = ["qom-type": backing.memfd ? "memory-backend-memfd" : "memory-backend-ram", "id": "pc.ram"]
-            if backing.memfd {
-                ram["share"] = .bool(backing.shared)
-                ram["x-use-canonical-path-for-ramblock-id"] = false
-            }
-            if backing.preallocate { ram["prealloc"] = true }
-            ram["size"] = .number(mebibytes << 20)
-            add("-object", JSONValue.object(ram).description)
+            add("-object", JSONValue.object(memoryBackend(id: "pc.ram", bytes: mebibytes << 20, machineRAM: true)).description)
         }
         add("-overcommit", "mem-lock=off")
         var smp = "\(spec.vcpus.current)"
@@ -180,15 +172,37 @@ public struct QEMUCommandLine {
         addNUMA()
     }
 
+    /// The guest RAM's backend (pc.ram, or one per NUMA node) in libvirt
+    /// 9.0's key order: the type and what it maps (a hugetlbfs directory, or
+    /// memfd's hugetlb), share, the ramblock-id switch (machine RAM that is
+    /// not anonymous), prealloc (always with huge pages), size.
+    func memoryBackend(id: String, bytes: UInt64, machineRAM: Bool) -> JSONObject {
+        let backing = spec.memoryBacking
+        let type = backing.memfd ? "memory-backend-memfd" : backing.hugepages ? "memory-backend-file" : "memory-backend-ram"
+        var object: JSONObject = ["qom-type": .string(type), "id": .string(id)]
+        if backing.memfd {
+            if backing.hugepages {
+                object["hugetlb"] = true
+                object["hugetlbsize"] = .number((backing.hugepageSizeKiB ?? 0) * 1024)
+            }
+            if machineRAM || backing.shared { object["share"] = .bool(backing.shared) }
+        } else if backing.hugepages {
+            object["mem-path"] = .string(backing.hugepageDirectory ?? "")
+            if backing.shared { object["share"] = true }
+        }
+        if machineRAM, backing.memfd || backing.hugepages { object["x-use-canonical-path-for-ramblock-id"] = false }
+        if backing.preallocate || backing.hugepages { object["prealloc"] = true }
+        object["size"] = .number(bytes)
+        return object
+    }
+
     /// `<cpu><numa>` as libvirt 9.0 writes it: a RAM backend and a node per
     /// cell (a `cpus=` per range), then every distance once any is given.
     mutating func addNUMA() {
         let cells = spec.cpu.numaCells
         for cell in cells {
             let backend = "ram-node\(cell.id)"
-            add("-object", JSONValue.object([
-                "qom-type": "memory-backend-ram", "id": .string(backend), "size": .number(cell.memoryKiB * 1024),
-            ]).description)
+            add("-object", JSONValue.object(memoryBackend(id: backend, bytes: cell.memoryKiB * 1024, machineRAM: false)).description)
             var ranges: [String] = []
             var index = 0
             while index < cell.cpus.count {
@@ -582,21 +596,21 @@ public struct QEMUCommandLine {
             device["id"] = .string(disk.alias)
             if disk.bus != .fdc, let bootIndex = bootIndex(disk: index) { device["bootindex"] = .number(bootIndex) }
             // libvirt's order (qemuBuildDiskDeviceProps): block sizes, wwn, vendor,
-            // product, removable, write-cache, serial, error policies.
+            // product, removable, write-cache, geometry, serial, error policies.
             if let size = disk.logicalBlockSize { device["logical_block_size"] = .number(size) }
             if let size = disk.physicalBlockSize { device["physical_block_size"] = .number(size) }
-            if let geometry = disk.geometry {
-                device["cyls"] = .number(geometry.cylinders)
-                device["heads"] = .number(geometry.heads)
-                device["secs"] = .number(geometry.sectors)
-                if let translation = geometry.translation { device["bios-chs-trans"] = .string(translation) }
-            }
             if let wwn = disk.wwn { device["wwn"] = .uint(wwn) }
             if let vendor = disk.vendor { device["vendor"] = .string(vendor) }
             if let product = disk.product { device["product"] = .string(product) }
             if disk.bus == .usb { device["removable"] = .bool(disk.removable ?? false) }
             if disk.bus == .scsi, disk.device == .disk, let removable = disk.removable { device["removable"] = .bool(removable) }
             if let writeCache { device["write-cache"] = .string(writeCache) }
+            if let geometry = disk.geometry {
+                device["cyls"] = .number(geometry.cylinders)
+                device["heads"] = .number(geometry.heads)
+                device["secs"] = .number(geometry.sectors)
+                if let translation = geometry.translation { device["bios-chs-trans"] = .string(translation) }
+            }
             if let serial = disk.serial { device["serial"] = .string(serial) }
             if let policy = disk.writeErrorPolicy { device["werror"] = .string(policy) }
             if let policy = disk.readErrorPolicy { device["rerror"] = .string(policy) }
@@ -786,21 +800,23 @@ public struct QEMUCommandLine {
     }
 
     mutating func addGraphics() {
-        for graphics in spec.devices.graphics where graphics.kind == .spice {
-            // libvirt 9.0's spelling: port=0 without a listener, the short
-            // `unix` flag for a socket.
-            var options: String
-            switch graphics.listen {
-            case .address(let address):
-                options = "port=\(graphics.port ?? 5900),addr=\(QEMUOption.escape(address))"
-            case .socket(let path):
-                options = "unix,addr=\(QEMUOption.escape(path))"
-            case .none:
-                options = "port=0"
+        // In document order, as libvirt writes them.
+        for graphics in spec.devices.graphics {
+            if graphics.kind == .spice {
+                // libvirt 9.0's spelling: port=0 without a listener, the short
+                // `unix` flag for a socket.
+                var options: String
+                switch graphics.listen {
+                case .address(let address):
+                    options = "port=\(graphics.port ?? 5900),addr=\(QEMUOption.escape(address))"
+                case .socket(let path):
+                    options = "unix,addr=\(QEMUOption.escape(path))"
+                case .none:
+                    options = "port=0"
+                }
+                add("-spice", ([options] + graphics.spiceOptions).joined(separator: ","))
+                continue
             }
-            add("-spice", ([options] + graphics.spiceOptions).joined(separator: ","))
-        }
-        for graphics in spec.devices.graphics where graphics.kind == .vnc {
             switch graphics.listen {
             case .address(let address):
                 let display = (graphics.port ?? 5900) - 5900

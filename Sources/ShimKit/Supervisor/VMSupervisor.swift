@@ -808,6 +808,7 @@ public actor VMSupervisor {
         }
         for task in backgroundTasks { task.cancel() }
         for path in createdSockets { FileIO.remove(path) }
+        Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
         FileIO.remove(config.runDirectory.statusFile)
         qemuIdentity = nil
         await removeCgroup()
@@ -1103,6 +1104,7 @@ public actor VMSupervisor {
         } else {
             await statusWriter.close()
             config.runDirectory.remove()
+            Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
             await removeCgroup()
         }
         lock = nil

@@ -240,6 +240,16 @@ import Testing
         #expect(devices(plan).contains(#"{"driver":"usb-redir","chardev":"charredir1","id":"redir1","bus":"usb.0","port":"5"}"#))
         #expect(!args.contains("-vnc"))
 
+        // One VNC and one SPICE display: document order, distinct ports; the
+        // SPICE agent channel gets its name when it has none.
+        let both = domainXML(devices: "    <channel type='spicevmc'><target type='virtio'/></channel><graphics type='vnc' autoport='yes'/><graphics type='spice' autoport='yes'/>")
+        let bothArgs = try Fixtures.plan(both).arguments
+        let vncAt = try #require(bothArgs.firstIndex(of: "-vnc")), spiceAt = try #require(bothArgs.firstIndex(of: "-spice"))
+        #expect(vncAt < spiceAt && bothArgs[vncAt + 1] == "127.0.0.1:0,audiodev=audio1" && bothArgs[spiceAt + 1].hasPrefix("port=5901,"))
+        #expect(bothArgs.contains { $0.contains(#""name":"com.redhat.spice.0""#) })
+        let twice = domainXML(devices: "    <graphics type='spice'/><graphics type='spice'/>")
+        #expect(throws: ShimError.self) { try Fixtures.plan(twice) }
+
         let none = domainXML(devices: "    <graphics type='spice'><listen type='none'/></graphics><audio id='1' type='none'/>")
         let noneArgs = try Fixtures.plan(none).arguments
         #expect(noneArgs.firstIndex(of: "-spice").map { noneArgs[$0 + 1] } == "port=0,disable-ticketing=on,seamless-migration=on")
@@ -280,8 +290,10 @@ import Testing
         // Video at 00:01, root ports packed at 00:02, the IOMMU on the next free pcie.0 slot.
         #expect(devices(plan).contains(#"{"driver":"virtio-iommu","id":"iommu0","bus":"pcie.0","addr":"0x3"}"#), "\(devices(plan))")
         #expect(devices(plan).contains { $0.contains(#""bootindex":1,"cyls":1024,"heads":16,"secs":63}"#) }, "\(devices(plan))")
-        let ide = domainXML(devices: "    <disk type='file' device='disk'><source file='/a'/><target dev='hda' bus='ide'/><geometry cyls='16383' heads='16' secs='63' trans='lba'/></disk>")
-        #expect(devices(try Fixtures.plan(ide)).contains { $0.hasSuffix(#""cyls":16383,"heads":16,"secs":63,"bios-chs-trans":"lba"}"#) })
+        // After write-cache, before serial (libvirt 9.0's argv for the same disk).
+        let ide = domainXML(devices: "    <disk type='file' device='disk'><driver name='qemu' cache='writeback'/><source file='/a'/><target dev='hda' bus='ide'/><geometry cyls='16383' heads='16' secs='63' trans='lba'/><serial>ABC</serial></disk>")
+        let ideDevices = devices(try Fixtures.plan(ide))
+        #expect(ideDevices.contains { $0.hasSuffix(#""write-cache":"on","cyls":16383,"heads":16,"secs":63,"bios-chs-trans":"lba","serial":"ABC"}"#) }, "\(ideDevices)")
 
         for (bad, says) in [
             (domainXML(devices: "    <iommu model='virtio'/>"), "needs the q35"),
@@ -355,6 +367,47 @@ import Testing
         #expect(devices(plan).contains { $0.hasPrefix(#"{"driver":"virtio-net-pci","tx":"bh","ioeventfd":true,"event_idx":false,"mq":true,"vectors":10,"rx_queue_size":512,"netdev":"hostnet0""#) }, "\(devices(plan))")
         let e1000 = domainXML(devices: "    <interface type='ethernet'><model type='e1000'/><driver queues='2'/></interface>")
         #expect(throws: ShimError.self) { try Fixtures.plan(e1000) }
+    }
+
+    /// Huge pages as libvirt 9.0 backs them: a file backend on the hugetlbfs
+    /// mount of the page size (a directory of the domain's own), or memfd's
+    /// hugetlb; always preallocated.
+    @Test func hugepagesAsLibvirtWritesThem() throws {
+        func backends(_ backing: String, numa: Bool = false) throws -> [String] {
+            let cells = numa ? "<cpu><numa><cell id='0' cpus='0' memory='64' unit='MiB'/><cell id='1' cpus='1' memory='64' unit='MiB'/></numa></cpu>" : ""
+            let xml = domainXML(extra: "<memoryBacking>\(backing)</memoryBacking>" + cells)
+            let args = try Fixtures.plan(numa ? xml.replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu>2</vcpu>") : xml).arguments
+            return args.indices.dropLast().filter { args[$0] == "-object" && args[$0 + 1].contains("memory-backend") }.map { args[$0 + 1] }
+        }
+        #expect(try backends("<hugepages/>") == [
+            #"{"qom-type":"memory-backend-file","id":"pc.ram","mem-path":"/dev/hugepages/vmshim/t","x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#,
+        ])
+        #expect(try backends("<hugepages><page size='1' unit='GiB'/></hugepages><access mode='shared'/>") == [
+            #"{"qom-type":"memory-backend-file","id":"pc.ram","mem-path":"/dev/hugepages1G/vmshim/t","share":true,"x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#,
+        ])
+        #expect(try backends("<hugepages/><source type='memfd'/>") == [
+            #"{"qom-type":"memory-backend-memfd","id":"pc.ram","hugetlb":true,"hugetlbsize":2097152,"share":false,"x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#,
+        ])
+        #expect(try backends("<hugepages/><allocation mode='immediate'/>", numa: true) == [
+            #"{"qom-type":"memory-backend-file","id":"ram-node0","mem-path":"/dev/hugepages/vmshim/t","prealloc":true,"size":67108864}"#,
+            #"{"qom-type":"memory-backend-file","id":"ram-node1","mem-path":"/dev/hugepages/vmshim/t","prealloc":true,"size":67108864}"#,
+        ])
+        for (bad, says) in [
+            ("<hugepages><page size='16' unit='MiB'/></hugepages>", "no hugetlbfs is mounted for 16384 KiB"),
+            ("<hugepages><page size='2048' nodeset='0'/></hugepages>", "nodeset"),
+            ("<hugepages><page size='2048'/><page size='1048576'/></hugepages>", "more than one size"),
+            ("<access mode='shared'/>", "<hugepages/>"),
+        ] {
+            #expect { try Fixtures.plan(domainXML(extra: "<memoryBacking>\(bad)</memoryBacking>")) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+        #expect(Hugepages.parseMounts(
+            "hugetlbfs /dev/hugepages hugetlbfs rw,relatime,pagesize=2M 0 0\nnone /mnt/huge\\0401G hugetlbfs rw,pagesize=1024M 0 0\nproc /proc proc rw 0 0\nhugetlbfs /x hugetlbfs rw 0 0\n",
+            defaultPageSizeKiB: 2048) == [
+                Hugepages.Mount(path: "/dev/hugepages", pageSizeKiB: 2048), Hugepages.Mount(path: "/mnt/huge 1G", pageSizeKiB: 1_048_576),
+                Hugepages.Mount(path: "/x", pageSizeKiB: 2048),
+            ])
     }
 
     @Test func kubevirtStyleDevices() throws {
@@ -491,7 +544,7 @@ import Testing
         let args = try Fixtures.plan(xml).arguments
         #expect(args.firstIndex(of: "-machine").map { args[$0 + 1] } == "pc,usb=off,dump-guest-core=off,mem-merge=off,memory-backend=pc.ram,acpi=off")
         #expect(args.contains(#"{"qom-type":"memory-backend-memfd","id":"pc.ram","share":true,"x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#))
-        for bad in ["<hugepages/>", "<locked/>", "<access mode='shared'/>", "<source type='file'/>"] {
+        for bad in ["<hugepages><page size='2048' nodeset='0'/></hugepages>", "<locked/>", "<access mode='shared'/>", "<source type='file'/>"] {
             let refused = domainXML(extra: "  <memoryBacking>\(bad)</memoryBacking>")
             #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(refused) }
         }

@@ -123,4 +123,57 @@ import Testing
         #expect(missing.output.contains("bridge 'vmshimnone0'"), "\(missing.output)")
         #expect(missing.qemuPIDs().isEmpty)
     }
+
+    /// `<hugepages/>`: QEMU maps the guest RAM from the hugetlbfs mount of
+    /// the default page size, preallocated, from a directory of the domain's
+    /// own that goes away with the VM; too few free pages stop the start
+    /// with a message that says how many are needed.
+    @Test func hugepagesBackTheGuestRAM() async throws {
+        func sh(_ command: String) throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", command]
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        let size = try #require(Hugepages.defaultPageSizeKiB(), "the kernel offers no huge pages")
+        var ownMount: String?
+        if !Hugepages.mounts().contains(where: { $0.pageSizeKiB == size }) {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("vmshim-huge-\(getpid())").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            #expect(try sh("mount -t hugetlbfs -o pagesize=\(size)k none \(path)") == 0, "mounting hugetlbfs needs root")
+            ownMount = path
+        }
+        defer { if let ownMount { _ = try? sh("umount \(ownMount); rmdir \(ownMount)") } }
+        let mount = try #require(Hugepages.mounts().first { $0.pageSizeKiB == size })
+        let nrPath = "/sys/kernel/mm/hugepages/hugepages-\(size)kB/nr_hugepages"
+        let before = try #require(UInt64(try FileIO.readString(nrPath).trimmingWhitespace()))
+        defer { _ = try? sh("echo \(before) > \(nrPath)") }
+
+        let guestPages = UInt64(128 * 1024) / size
+        let free = Hugepages.freePages(sizeKiB: size) ?? 0
+        // First too few pages, then enough.
+        if free >= guestPages { #expect(try sh("echo \(before - (free - guestPages) - 1) > \(nrPath)") == 0) }
+        let starved = try ShimHarness(name: "it-hugestarved", .init(extraTopLevel: "<memoryBacking><hugepages/></memoryBacking>"))
+        defer { starved.tearDown() }
+        try starved.start(["--paused"])
+        #expect(await starved.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.startFailed)
+        #expect(starved.output.contains("free \(size) KiB huge pages"), "\(starved.output)")
+        #expect(starved.qemuPIDs().isEmpty)
+
+        #expect(try sh("echo \(before + guestPages + 8) > \(nrPath)") == 0)
+        let vm = try ShimHarness(name: "it-huge", .init(extraTopLevel: "<memoryBacking><hugepages/></memoryBacking>"))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let directory = mount.path + "/vmshim/it-huge"
+        #expect(FileManager.default.fileExists(atPath: directory))
+        // Preallocated: the guest's pages are taken before it runs.
+        let freeNow = Hugepages.freePages(sizeKiB: size) ?? 0
+        #expect(freeNow <= before + 8, "free \(freeNow) of \(before + guestPages + 8)")
+        #expect(try vm.cli(["destroy", "it-huge"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(!FileManager.default.fileExists(atPath: directory))
+    }
 }

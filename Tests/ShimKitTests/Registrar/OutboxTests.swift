@@ -6,13 +6,15 @@ import Testing
 /// The outbox keeps a Register stream's messages in order with no task of
 /// its own: the answer to a snapshot first, then host requests.
 struct OutboxTests {
-    /// Records what was written; `gate` holds the first write until released.
+    /// Records what was written and how many writes were tried.
     final class Recorder: Sendable {
         let written = Mutex<[UInt64]>([])
+        let attempts = Mutex(0)
         let failing: Bool
         init(failing: Bool = false) { self.failing = failing }
 
         func write(_ message: RegistrarMessage) async throws {
+            attempts.withLock { $0 += 1 }
             // Yield so that concurrent senders get a chance to interleave.
             await Task.yield()
             if failing { throw ShimError(.unavailable, "stream broken") }
@@ -29,6 +31,16 @@ struct OutboxTests {
     }
 
     static func request(_ id: UInt64) -> RegistrarMessage { .with { $0.request.id = id } }
+
+    /// The stream's task sends the answer itself when no request is waiting.
+    @Test func flushSendsFromTheCallersTask() async throws {
+        let recorder = Recorder()
+        let outbox = Outbox { try await recorder.write($0) }
+        outbox.post(.with { $0.registered.epoch = 9 })
+        #expect(recorder.attempts.withLock { $0 } == 0, "post alone sends nothing")
+        await outbox.flush()
+        #expect(recorder.written.withLock { $0 } == [9], "written before flush returned")
+    }
 
     @Test func theAnswerGoesFirstAndRequestsKeepTheirOrder() async throws {
         let recorder = Recorder()
@@ -47,17 +59,19 @@ struct OutboxTests {
         outbox.post(.with { $0.registered.epoch = 1 })
         await outbox.flush()
         #expect(outbox.isClosed)
-        outbox.send(Self.request(7))
+        #expect(recorder.attempts.withLock { $0 } == 1)
+        // A closed outbox refuses, so a host request fails at once instead of waiting.
+        #expect(!outbox.send(Self.request(7)))
         try await Task.sleep(for: .milliseconds(50))
-        #expect(recorder.written.withLock { $0 }.isEmpty)
+        #expect(recorder.attempts.withLock { $0 } == 1)
     }
 
     @Test func nothingIsQueuedAfterClose() async throws {
         let recorder = Recorder()
         let outbox = Outbox { try await recorder.write($0) }
-        outbox.send(Self.request(1))
+        #expect(outbox.send(Self.request(1)))
         outbox.close()
-        outbox.send(Self.request(2))
+        #expect(!outbox.send(Self.request(2)))
         await outbox.flush()
         try await waitUntil { recorder.written.withLock { $0.count } == 1 }
         try await Task.sleep(for: .milliseconds(50))

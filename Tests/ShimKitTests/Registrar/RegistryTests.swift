@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 import Testing
 @testable import Registrar
 @testable import ShimKit
@@ -50,6 +51,41 @@ struct RegistryTests {
             _ = try await registry.register(
                 Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me, epoch: 1), session: third, peerPID: me, requests: box())
         }
+    }
+
+    /// Registered is queued by the registry itself, so a host request sent
+    /// before the stream's task flushes still goes down after it; a request
+    /// to a stream that broke fails at once.
+    @Test func registeredGoesDownFirstAndRequestsToABrokenStreamFail() async throws {
+        let registry = Registry(store: nil, settings: .init(), logger: Self.logger)
+        let me = getpid()
+        let written = Mutex<[String]>([])
+        let outbox = Outbox { message in
+            written.withLock {
+                switch message.kind {
+                case .registered: $0.append("registered")
+                case .request: $0.append("request")
+                default: $0.append("other")
+                }
+            }
+        }
+        let session = await registry.newSession()
+        _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me), session: session, peerPID: me, requests: outbox)
+        let waiting = Task { try await registry.request(uuid: Self.uuid) { $0.shutdown = .init() } }
+        try await Task.sleep(for: .milliseconds(50))
+        await outbox.flush()
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(written.withLock { $0 } == ["registered", "request"])
+        waiting.cancel()
+        await registry.disconnected(uuid: Self.uuid, session: session)
+        _ = try? await waiting.value
+
+        let broken = Outbox { _ in throw ShimError(.unavailable, "broken pipe") }
+        let second = await registry.newSession()
+        _ = try await registry.register(
+            Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me, epoch: 2), session: second, peerPID: me, requests: broken)
+        await broken.flush()  // the write of Registered fails: the outbox closes
+        await #expect(throws: ShimError.self) { _ = try await registry.request(uuid: Self.uuid) { $0.shutdown = .init() } }
     }
 
     @Test func aLiveHolderWaitingToReconnectStillHoldsItsUUID() async throws {

@@ -37,9 +37,14 @@ enum Fixtures {
                 let hex = String(n, radix: 16)
                 return "52:54:00:00:00:" + (hex.count == 1 ? "0" + hex : hex)
             },
-            freeVNCPort: { _ in 5900 },
+            freeVNCPort: { _, taken in (5900...65535).first { !taken.contains($0) } ?? 5900 },
             firmwareDescriptors: { FirmwareDescriptor.loadSystem(directories: [firmwareDirectory]) },
-            nvramDirectory: "/var/lib/vmshim/nvram")
+            nvramDirectory: "/var/lib/vmshim/nvram",
+            // A host with 2 MiB pages on /dev/hugepages and 1 GiB pages on /dev/hugepages1G.
+            hugetlbfsMounts: {
+                [Hugepages.Mount(path: "/dev/hugepages", pageSizeKiB: 2048), Hugepages.Mount(path: "/dev/hugepages1G", pageSizeKiB: 1_048_576)]
+            },
+            defaultHugepageSizeKiB: { 2048 })
     }
 
     /// Debian 12's OVMF descriptors (package ovmf 2022.11), so firmware
