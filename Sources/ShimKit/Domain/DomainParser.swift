@@ -211,10 +211,13 @@ public struct DomainParser {
             throw reader.error(maxElement, "at least one NUMA cell (<cpu><numa><cell>) has to be configured when enabling memory hotplug")
         }
         let backing = spec.memoryBacking
-        if !devices.isEmpty, backing.memfd || backing.shared || backing.preallocate || backing.hugepages {
+        if !devices.isEmpty,
+            backing.memfd || backing.sharedAccess != nil || backing.preallocate || backing.hugepages
+                || spec.cpu.numaCells.contains(where: { $0.memAccessShared != nil })
+        {
             throw reader.error(
                 root.firstElement(named: "memoryBacking") ?? root,
-                "memory devices with memfd, shared, preallocated or huge page <memoryBacking> are not supported yet; drop one or the other",
+                "memory devices with memfd, an access mode, preallocated or huge page <memoryBacking> (or NUMA memAccess) are not supported yet; drop one or the other",
                 code: .unsupported)
         }
         var slotsUsed = Set<Int>()
@@ -340,11 +343,16 @@ public struct DomainParser {
             guard let amount = UInt64(memoryText), amount > 0 else { throw reader.error(element, "memory='\(memoryText)' must be a positive number") }
             let unit = reader.attribute(element, "unit") ?? "KiB"
             guard let kib = Self.kibibytes(amount, unit: unit) else { throw reader.error(element, "memory unit '\(unit)' is unknown or the amount too large") }
+            var memAccess: Bool?
             if let access = reader.attribute(element, "memAccess") {
-                throw reader.unsupported(element, "NUMA memAccess='\(access)' (it needs a file-backed memory backend)")
+                guard access == "shared" || access == "private" else {
+                    throw reader.error(element, "memAccess='\(access)' must be shared or private")
+                }
+                memAccess = access == "shared"
             }
             if element.attribute("discard") != nil { throw reader.unsupported(element, "NUMA cell discard") }
             var cell = DomainSpec.CPU.NUMACell(id: id, cpus: cpus, memoryKiB: (kib + 1023) / 1024 * 1024)
+            cell.memAccessShared = memAccess
             if let distances = try reader.child(element, "distances") {
                 for sibling in reader.children(distances, "sibling") {
                     guard let other = try reader.intAttribute(sibling, "id", range: 0...255),
@@ -845,12 +853,8 @@ public struct DomainParser {
         }
         if let access = try reader.child(element, "access") {
             switch reader.attribute(access, "mode") ?? "private" {
-            case "private": break
-            case "shared":
-                guard backing.memfd || backing.hugepages else {
-                    throw reader.unsupported(access, "shared anonymous memory (use <source type='memfd'/> or <hugepages/>)")
-                }
-                backing.shared = true
+            case "private": backing.sharedAccess = false
+            case "shared": backing.sharedAccess = true
             case let other: throw reader.error(access, "access mode='\(other)' must be shared or private")
             }
         }
@@ -861,10 +865,6 @@ public struct DomainParser {
             case let other: throw reader.error(allocation, "allocation mode='\(other)' must be immediate or ondemand")
             }
             if allocation.attribute("threads") != nil { throw reader.unsupported(allocation, "preallocation threads") }
-        }
-        // With huge pages every node is preallocated anyway.
-        if numa, backing.memfd || (backing.preallocate && !backing.hugepages) {
-            throw reader.unsupported(element, "a memfd or preallocated backend together with NUMA cells")
         }
         return backing
     }

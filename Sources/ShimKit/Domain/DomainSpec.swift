@@ -31,8 +31,11 @@ public struct DomainSpec: Sendable, Equatable {
     public struct MemoryBacking: Sendable, Equatable {
         /// `<source type='memfd'/>`: a memfd backend (what vhost-user and virtiofs need).
         public var memfd = false
-        /// `<access mode='shared'/>`.
-        public var shared = false
+        /// `<access mode>`: true shared, false private, nil not given. Given
+        /// on anonymous memory, libvirt backs RAM with a file (in vmshim, in
+        /// the run directory's `ram/`) so the mapping mode can be chosen.
+        public var sharedAccess: Bool?
+        public var shared: Bool { sharedAccess == true }
         /// `<allocation mode='immediate'/>`: allocate all RAM at start.
         public var preallocate = false
         /// `<nosharepages/>`: keep the RAM out of KSM.
@@ -168,6 +171,8 @@ extension DomainSpec {
             public var memoryKiB: UInt64
             /// `<distances><sibling id value>`, by sibling id.
             public var distances: [Int: Int] = [:]
+            /// `memAccess`: true shared, false private, nil the domain's `<access>`.
+            public var memAccessShared: Bool?
         }
     }
 }
@@ -814,5 +819,14 @@ extension DomainSpec {
         public var hasMemoryLimits: Bool { memoryHardLimitKiB != nil || memorySoftLimitKiB != nil || swapHardLimitKiB != nil }
         public var hasCPULimits: Bool { cpuShares != nil || cpuPeriodMicros != nil || cpuQuotaMicros != nil }
         public var isEmpty: Bool { !hasMemoryLimits && !hasCPULimits && blkioWeight == nil }
+    }
+}
+
+extension DomainSpec {
+    /// Some RAM backend is a plain file that QEMU creates in the run
+    /// directory's `ram/` (shared or private access on anonymous memory).
+    public var needsMemoryBackingDirectory: Bool {
+        guard !memoryBacking.hugepages, !memoryBacking.memfd else { return false }
+        return memoryBacking.sharedAccess != nil || cpu.numaCells.contains { $0.memAccessShared != nil }
     }
 }

@@ -28,6 +28,9 @@ public struct RunDirectory: Sendable, Equatable {
 
     public var path: String { "\(root)/\(name)" }
     public var statusFile: String { "\(path)/status.json" }
+    /// Files QEMU maps guest RAM from when an access mode is asked for on
+    /// anonymous memory (libvirt's memory_backing_dir).
+    public var memoryBackingDirectory: String { "\(path)/ram" }
     public var qmpSocket: String { "\(path)/qmp.sock" }
     public var controlSocket: String { "\(path)/control.sock" }
     /// The read-only control socket, for monitoring clients (0666).

@@ -33,6 +33,13 @@ public enum QEMULauncher {
             if !succeeded {
                 for path in createdSockets { unlink(path) }
                 Hugepages.removeDirectory(backing.hugepageDirectory)
+                for directory in plan.directories { FileIO.removeTree(directory) }
+            }
+        }
+        for directory in plan.directories {
+            try FileIO.makeDirectories(directory, mode: 0o700)
+            if let runAs, chown(directory, runAs.uid, runAs.gid) != 0 {
+                throw ShimError.system("cannot give \(directory) to QEMU's user \(runAs.uid)")
             }
         }
         if backing.hugepages, let size = backing.hugepageSizeKiB {

@@ -10,6 +10,9 @@ public struct LaunchPlan: Sendable, Equatable {
     public var environment: [String]
     /// Resources opened by the shim and inherited by QEMU at `childFD`.
     public var fds: [FDRequest]
+    /// Directories QEMU creates files in (RAM backing files), made by the
+    /// launcher for QEMU's user before it starts.
+    public var directories: [String] = []
 
     public var argv: [String] { [executable] + arguments }
 

@@ -37,13 +37,15 @@ public struct QEMUCommandLine {
     public static func plan(_ spec: DomainSpec, context: Context) throws -> LaunchPlan {
         var builder = QEMUCommandLine(spec: spec, context: context)
         try builder.build()
-        return LaunchPlan(
+        var plan = LaunchPlan(
             executable: spec.emulator, arguments: builder.arguments,
             environment: [
                 "LC_ALL=C", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "HOME=\(context.runDirectory.path)",
             ],
             fds: builder.fds)
+        if spec.needsMemoryBackingDirectory { plan.directories.append(context.runDirectory.memoryBackingDirectory) }
+        return plan
     }
 
     init(spec: DomainSpec, context: Context) {
@@ -172,25 +174,33 @@ public struct QEMUCommandLine {
         addNUMA()
     }
 
-    /// The guest RAM's backend (pc.ram, or one per NUMA node) in libvirt
-    /// 9.0's key order: the type and what it maps (a hugetlbfs directory, or
-    /// memfd's hugetlb), share, the ramblock-id switch (machine RAM that is
-    /// not anonymous), prealloc (always with huge pages), size.
-    func memoryBackend(id: String, bytes: UInt64, machineRAM: Bool) -> JSONObject {
+    /// The guest RAM's backend (pc.ram, or one per NUMA node) as libvirt
+    /// 9.0 chooses and writes it: huge pages (a hugetlbfs file, or memfd's
+    /// hugetlb), memfd, a plain file when an access mode is given (the
+    /// cell's memAccess, else `<access>`), else anonymous RAM; then share,
+    /// the ramblock-id switch (machine RAM not anonymous), prealloc (always
+    /// with huge pages), size.
+    func memoryBackend(id: String, bytes: UInt64, machineRAM: Bool, cellAccess: Bool? = nil) -> JSONObject {
         let backing = spec.memoryBacking
-        let type = backing.memfd ? "memory-backend-memfd" : backing.hugepages ? "memory-backend-file" : "memory-backend-ram"
+        let access = cellAccess ?? backing.sharedAccess
+        let type =
+            backing.memfd ? "memory-backend-memfd"
+            : backing.hugepages || access != nil ? "memory-backend-file" : "memory-backend-ram"
         var object: JSONObject = ["qom-type": .string(type), "id": .string(id)]
         if backing.memfd {
             if backing.hugepages {
                 object["hugetlb"] = true
                 object["hugetlbsize"] = .number((backing.hugepageSizeKiB ?? 0) * 1024)
             }
-            if machineRAM || backing.shared { object["share"] = .bool(backing.shared) }
+            if machineRAM { object["share"] = .bool(access ?? false) } else if let access { object["share"] = .bool(access) }
         } else if backing.hugepages {
             object["mem-path"] = .string(backing.hugepageDirectory ?? "")
-            if backing.shared { object["share"] = true }
+            if let access { object["share"] = .bool(access) }
+        } else if let access {
+            object["mem-path"] = .string(context.runDirectory.memoryBackingDirectory + "/" + id)
+            object["share"] = .bool(access)
         }
-        if machineRAM, backing.memfd || backing.hugepages { object["x-use-canonical-path-for-ramblock-id"] = false }
+        if machineRAM, type != "memory-backend-ram" { object["x-use-canonical-path-for-ramblock-id"] = false }
         if backing.preallocate || backing.hugepages { object["prealloc"] = true }
         object["size"] = .number(bytes)
         return object
@@ -202,7 +212,8 @@ public struct QEMUCommandLine {
         let cells = spec.cpu.numaCells
         for cell in cells {
             let backend = "ram-node\(cell.id)"
-            add("-object", JSONValue.object(memoryBackend(id: backend, bytes: cell.memoryKiB * 1024, machineRAM: false)).description)
+            add("-object", JSONValue.object(
+                memoryBackend(id: backend, bytes: cell.memoryKiB * 1024, machineRAM: false, cellAccess: cell.memAccessShared)).description)
             var ranges: [String] = []
             var index = 0
             while index < cell.cpus.count {

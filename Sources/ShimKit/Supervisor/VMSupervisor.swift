@@ -809,6 +809,7 @@ public actor VMSupervisor {
         for task in backgroundTasks { task.cancel() }
         for path in createdSockets { FileIO.remove(path) }
         Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
+        FileIO.removeTree(config.runDirectory.memoryBackingDirectory)
         FileIO.remove(config.runDirectory.statusFile)
         qemuIdentity = nil
         await removeCgroup()
