@@ -18,6 +18,8 @@ final class Outbox: Sendable {
 
     private let state = Mutex(State())
     private let write: Write
+    /// The last short sending task, so `idle()` can wait for it.
+    private let sender = Mutex<Task<Void, Never>?>(nil)
 
     init(write: @escaping Write) {
         self.write = write
@@ -28,8 +30,17 @@ final class Outbox: Sendable {
     @discardableResult
     func send(_ message: RegistrarMessage) -> Bool {
         let (queued, mustSend) = enqueue(message)
-        if mustSend { Task { await self.drain() } }
+        if mustSend {
+            let task = Task { await self.drain() }
+            sender.withLock { $0 = task }
+        }
         return queued
+    }
+
+    /// Returns when the last short sending task has finished, so a caller
+    /// (the tests) can wait for what was sent without guessing how long.
+    func idle() async {
+        await sender.withLock { $0 }?.value
     }
 
     /// Queues a message without sending it: the registry queues its answer

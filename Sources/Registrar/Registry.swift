@@ -75,6 +75,8 @@ actor Registry {
     private let logger: Logger
     private let bootID = ProcFS.bootID
     private var pendingRequests: [UInt64: CheckedContinuation<Vmshim_Registrar_V1_RequestResult, any Error>] = [:]
+    /// Host requests waiting for their answer.
+    var pendingRequestCount: Int { pendingRequests.count }
     private var nextRequest: UInt64 = 1
 
     init(store: RecordStore?, settings: Settings, logger: Logger) {

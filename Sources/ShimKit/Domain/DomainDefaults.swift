@@ -296,15 +296,30 @@ public struct DomainDefaults {
                 break
             }
         }
+        // USB companions share their master's index.
+        for companion in explicit where companion.usbMasterStartPort != nil {
+            guard explicit.contains(where: { $0.kind == .usb && $0.index == companion.index && $0.model == "ich9-ehci1" }) else {
+                throw error(
+                    "the companion USB controller \(companion.model ?? "") needs an ich9-ehci1 master with index \(companion.index)",
+                    at: companion.xmlLine)
+            }
+            if isQ35, companion.index != 0 {
+                throw error("USB2 companions on q35 sit at 00:1d: index 0 only", at: companion.xmlLine, code: .unsupported)
+            }
+        }
         var seen = Set<String>()
-        for controller in explicit where !seen.insert("\(controller.kind.rawValue)/\(controller.index)").inserted {
+        for controller in explicit where controller.usbMasterStartPort == nil && !seen.insert("\(controller.kind.rawValue)/\(controller.index)").inserted {
             throw error("two <controller type='\(controller.kind.rawValue)' index='\(controller.index)'> elements", at: controller.xmlLine)
         }
 
         // Explicit controllers: grouped by type in order of first appearance, by index within a type.
         var typeOrder: [DomainSpec.Controller.Kind] = []
         for controller in explicit where !typeOrder.contains(controller.kind) { typeOrder.append(controller.kind) }
-        explicit = typeOrder.flatMap { kind in explicit.filter { $0.kind == kind }.sorted { $0.index < $1.index } }
+        // (A master and its companions keep their document order within the index.)
+        explicit = typeOrder.flatMap { kind in
+            explicit.enumerated().filter { $0.element.kind == kind }
+                .sorted { ($0.element.index, $0.offset) < ($1.element.index, $1.offset) }.map(\.element)
+        }
 
         func has(_ kind: DomainSpec.Controller.Kind, _ index: Int) -> Bool {
             explicit.contains { $0.kind == kind && $0.index == index }
@@ -421,7 +436,7 @@ public struct DomainDefaults {
     // MARK: - Inputs and video
 
     func arrangeInputsAndVideo(_ spec: inout DomainSpec) throws {
-        let usbModel = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }?.model
+        let usbModel = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 && $0.usbMasterStartPort == nil }?.model
         for input in spec.devices.inputs where input.bus == .usb && usbModel == "none" {
             throw error("a USB \(input.kind.rawValue) needs a USB controller, but the domain has model='none'", at: input.xmlLine)
         }
@@ -456,8 +471,11 @@ public struct DomainDefaults {
             + spec.devices.inputs.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
             + spec.devices.redirdevs.map { ($0.usbPort, $0.xmlLine) }
         if let usbModel, usbModel != "none", !usbDevices.isEmpty {
-            let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 }
-            let capacity = usbModel == "piix3-uhci" ? 2 : (controller?.ports ?? 4)
+            let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 && $0.usbMasterStartPort == nil }
+            // libvirt's port counts: UHCI 2, EHCI 6 (companions add none), xHCI `ports` or 4.
+            let capacity =
+                usbModel == "piix3-uhci" || usbModel.hasPrefix("ich9-uhci") ? 2
+                : usbModel == "ehci" || usbModel == "ich9-ehci1" ? 6 : (controller?.ports ?? 4)
             var taken = Set<String>()
             for device in usbDevices {
                 guard let port = device.port else { continue }

@@ -526,11 +526,20 @@ extension DomainParser {
                 reader.ignoreAttributes(target, "busNr")
             }
         case .usb:
-            let allowed = ["piix3-uhci", "qemu-xhci", "nec-xhci", "none"]
+            let allowed = ["piix3-uhci", "qemu-xhci", "nec-xhci", "ehci", "ich9-ehci1", "ich9-uhci1", "ich9-uhci2", "ich9-uhci3", "none"]
             if let model = controller.model, !allowed.contains(model) {
                 throw reader.unsupported(element, "USB controller model '\(model)' (supported: \(allowed.joined(separator: ", ")))")
             }
             controller.ports = try reader.intAttribute(element, "ports", range: 1...15)
+            if let master = try reader.child(element, "master") {
+                guard controller.model?.hasPrefix("ich9-uhci") == true else {
+                    throw reader.error(master, "<master> makes a companion: only ich9-uhci1, ich9-uhci2 and ich9-uhci3 controllers take it")
+                }
+                guard let start = try reader.intAttribute(master, "startport", range: 0...5) else {
+                    throw reader.error(master, "missing attribute 'startport'")
+                }
+                controller.usbMasterStartPort = start
+            }
         case .ide, .sata:
             break
         case .scsi:
@@ -672,8 +681,12 @@ extension DomainParser {
         if kind == .mcast || kind == .server || kind == .client || kind == .udp {
             endpoint = try parseSocketEndpoint(element, kind: kind)
         }
+        var userIP: (network: String?, ipv6: String?, ipv6Length: Int?) = (nil, nil, nil)
+        if kind == .user {
+            userIP = try parseUserNetworkIPs(element)
+        }
         for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
-        where !(unsupported == "source" && (endpoint != nil || bridge != nil)) {
+        where !(unsupported == "source" && (endpoint != nil || bridge != nil)) && !(unsupported == "ip" && kind == .user) {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
@@ -691,9 +704,45 @@ extension DomainParser {
         nic.nonTransitional = nonTransitional
         (nic.romEnabled, nic.romBar, nic.romFile) = rom
         nic.script = script
+        (nic.userNetwork, nic.userIPv6Prefix, nic.userIPv6PrefixLength) = userIP
         nic.alias = try userAlias(element)
         nic.pciAddress = try pciAddress(element)
         return nic
+    }
+
+    /// type='user' `<ip>`s as libvirt 9.0 reads them: at most one per
+    /// family; the IPv4 one is the slirp network (`address/prefix`), the
+    /// IPv6 one its prefix; a missing prefix leaves QEMU's default.
+    func parseUserNetworkIPs(_ element: XMLElement) throws -> (String?, String?, Int?) {
+        var network: String?
+        var ipv6: String?
+        var ipv6Length: Int?
+        for ip in reader.children(element, "ip") {
+            let family = reader.attribute(ip, "family") ?? "ipv4"
+            let address = try reader.requiredAttribute(ip, "address")
+            if reader.attribute(ip, "peer") != nil { throw reader.unsupported(ip, "a peer address on a user interface") }
+            switch family {
+            case "ipv4":
+                guard network == nil else { throw reader.error(ip, "only one IPv4 <ip> is allowed on a user interface") }
+                let parts = address.split(separator: ".")
+                guard parts.count == 4, parts.allSatisfy({ UInt8($0) != nil }) else {
+                    throw reader.error(ip, "address='\(address)' is not an IPv4 address")
+                }
+                // Without a prefix QEMU's default netmask applies (libvirt passes the address alone).
+                let prefix = try reader.intAttribute(ip, "prefix", range: 1...32)
+                network = prefix.map { "\(address)/\($0)" } ?? address
+            case "ipv6":
+                guard ipv6 == nil else { throw reader.error(ip, "only one IPv6 <ip> is allowed on a user interface") }
+                guard address.contains(":"), address.allSatisfy({ $0.isHexDigit || $0 == ":" }) else {
+                    throw reader.error(ip, "address='\(address)' is not an IPv6 address")
+                }
+                ipv6 = address
+                ipv6Length = try reader.intAttribute(ip, "prefix", range: 1...128)
+            default:
+                throw reader.error(ip, "family='\(family)' must be ipv4 or ipv6")
+            }
+        }
+        return (network, ipv6, ipv6Length)
     }
 
     /// `<source address port>` (and udp's `<local address port>`) of a socket

@@ -505,6 +505,9 @@ extension DomainSpec {
         public var model: String?
         /// usb: number of ports (qemu-xhci p2/p3); virtio-serial: ports.
         public var ports: Int?
+        /// USB companions (ich9-uhci1–3): `<master startport>`; they share
+        /// the index, alias and ports of their ich9-ehci1 master.
+        public var usbMasterStartPort: Int?
         /// virtio-scsi: `<driver queues cmd_per_lun max_sectors ioeventfd>`.
         public var scsiQueues: Int?
         public var scsiCmdPerLun: Int?
@@ -560,6 +563,11 @@ extension DomainSpec {
         public var virtioTuning = VirtioNetTuning()
         /// ethernet: `<script path>`, run with the tap's name before the guest's vCPUs first run.
         public var script: String? = nil
+        /// type='user': `<ip family='ipv4' address prefix>` → the slirp network
+        /// (`net`), `<ip family='ipv6' address prefix>` → `ipv6-prefix`/`ipv6-prefixlen`.
+        public var userNetwork: String? = nil
+        public var userIPv6Prefix: String? = nil
+        public var userIPv6PrefixLength: Int? = nil
         public var alias: String = ""
         /// Position among the document's elements of the same name (nil: added by vmshim).
         public var xmlIndex: Int?

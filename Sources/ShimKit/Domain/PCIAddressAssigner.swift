@@ -43,6 +43,22 @@ struct PCIAddressAssigner {
         }
         var used = Set<PCIAddress.Key>()
         try reserveExplicit(spec, &used)
+        // Companions of a master placed by the document join its slot.
+        for master in spec.devices.controllers.indices where spec.devices.controllers[master].model == "ich9-ehci1" {
+            guard let slot = spec.devices.controllers[master].pciAddress else { continue }
+            let index = spec.devices.controllers[master].index
+            for i in spec.devices.controllers.indices {
+                let c = spec.devices.controllers[i]
+                guard c.kind == .usb, c.index == index, c.usbMasterStartPort != nil, c.pciAddress == nil else { continue }
+                let number = Int(c.model?.last.map(String.init) ?? "1") ?? 1
+                var address = PCIAddress(bus: slot.bus, slot: slot.slot, function: number - 1)
+                address.multifunction = number == 1
+                guard used.insert(address.key).inserted else {
+                    throw error("\(c.model ?? "companion") cannot take function \(number - 1) of its master's slot: it is in use", at: c.xmlLine)
+                }
+                spec.devices.controllers[i].pciAddress = address
+            }
+        }
         if spec.os.isQ35 {
             try assignQ35(&spec, &used)
         } else {
@@ -118,6 +134,9 @@ struct PCIAddressAssigner {
             case .usb:
                 if c.model == "none" { continue }
                 if c.model == "piix3-uhci", c.index == 0, !isQ35 { continue }  // fixed at 1.2
+                // USB2 companions go into their master's slot (placeUSB2Companions).
+                if c.usbMasterStartPort != nil { continue }
+                if isQ35, c.model == "ich9-ehci1", c.index == 0 { continue }  // fixed at 1d.7
                 list.append(Consumer(device: .controller(i), name: c.alias, isExpress: c.model == "qemu-xhci" || c.model == "nec-xhci"))
             case .sata:
                 if isQ35, c.index == 0 { continue }  // built into ICH9 at 1f.2
@@ -158,7 +177,9 @@ struct PCIAddressAssigner {
 
     func set(_ device: Device, _ address: PCIAddress, in spec: inout DomainSpec) {
         switch device {
-        case .controller(let i): spec.devices.controllers[i].pciAddress = address
+        case .controller(let i):
+            spec.devices.controllers[i].pciAddress = address
+            if spec.devices.controllers[i].model == "ich9-ehci1" { placeUSB2Group(master: i, slot: address, in: &spec) }
         case .interface(let i): spec.devices.interfaces[i].pciAddress = address
         case .disk(let i): spec.devices.disks[i].pciAddress = address
         case .balloon: spec.devices.memballoon?.pciAddress = address
@@ -168,6 +189,24 @@ struct PCIAddressAssigner {
         case .video(let i): spec.devices.videos[i].pciAddress = address
         case .input(let i): spec.devices.inputs[i].pciAddress = address
         case .memory(let i): spec.devices.memoryDevices[i].pciAddress = address
+        }
+    }
+
+    /// An ich9-ehci1 master and its ich9-uhci companions share one slot, as
+    /// on real ICH9 and as libvirt places them: the master at function 7,
+    /// uhciN at function N−1, multifunction on function 0.
+    func placeUSB2Group(master: Int, slot: PCIAddress, in spec: inout DomainSpec) {
+        let index = spec.devices.controllers[master].index
+        spec.devices.controllers[master].pciAddress = PCIAddress(bus: slot.bus, slot: slot.slot, function: 7)
+        let companions = spec.devices.controllers.indices.filter {
+            let c = spec.devices.controllers[$0]
+            return c.kind == .usb && c.index == index && c.usbMasterStartPort != nil && c.pciAddress == nil
+        }
+        for i in companions {
+            let number = Int(spec.devices.controllers[i].model?.last.map(String.init) ?? "1") ?? 1
+            var address = PCIAddress(bus: slot.bus, slot: slot.slot, function: number - 1)
+            address.multifunction = number == 1
+            spec.devices.controllers[i].pciAddress = address
         }
     }
 
@@ -262,6 +301,13 @@ struct PCIAddressAssigner {
             spec.devices.controllers[index].pciAddress == nil
         {
             spec.devices.controllers[index].pciAddress = PCIAddress(bus: 0, slot: 0x1F, function: 2)
+        }
+        // USB2 (ich9-ehci1 and companions) is the ICH9's own at 00:1d.
+        if let index = spec.devices.controllers.firstIndex(where: { $0.kind == .usb && $0.index == 0 && $0.model == "ich9-ehci1" }),
+            spec.devices.controllers[index].pciAddress == nil
+        {
+            for function in 0...7 { used.insert(PCIAddress(bus: 0, slot: 0x1D, function: function).key) }
+            placeUSB2Group(master: index, slot: PCIAddress(bus: 0, slot: 0x1D), in: &spec)
         }
         if needsPrimaryVideoSlot(spec) {
             let slot = used.contains(PCIAddress(bus: 0, slot: 1).key)

@@ -428,9 +428,19 @@ public struct QEMUCommandLine {
             case "piix3-uhci": props["driver"] = "piix3-usb-uhci"
             case "qemu-xhci": props["driver"] = "qemu-xhci"
             case "nec-xhci": props["driver"] = "nec-usb-xhci"
+            case "ehci": props["driver"] = "usb-ehci"
+            case "ich9-ehci1": props["driver"] = "ich9-usb-ehci1"
+            case let model? where model.hasPrefix("ich9-uhci"): props["driver"] = .string("ich9-usb-" + model.dropFirst(5))
             default: return nil
             }
-            if let ports = controller.ports, controller.model != "piix3-uhci" {
+            if let start = controller.usbMasterStartPort {
+                // A companion: the master's ports, no id of its own (libvirt 9.0).
+                props["masterbus"] = .string("\(controller.alias).0")
+                props["firstport"] = .number(start)
+                addPCIAddress(controller.pciAddress, to: &props)
+                return props
+            }
+            if let ports = controller.ports, controller.model == "qemu-xhci" || controller.model == "nec-xhci" {
                 props["p2"] = .number(ports)
                 props["p3"] = .number(ports)
             }
@@ -636,7 +646,12 @@ public struct QEMUCommandLine {
             let netdevID = "host\(nic.alias)"
             switch nic.kind {
             case .user:
-                add("-netdev", JSONValue.object(["type": "user", "id": .string(netdevID)]).description)
+                var netdev: JSONObject = ["type": "user"]
+                if let network = nic.userNetwork { netdev["net"] = .string(network) }
+                if let prefix = nic.userIPv6Prefix { netdev["ipv6-prefix"] = .string(prefix) }
+                if let length = nic.userIPv6PrefixLength { netdev["ipv6-prefixlen"] = .number(length) }
+                netdev["id"] = .string(netdevID)
+                add("-netdev", JSONValue.object(netdev).description)
             case .ethernet, .bridge:
                 let vnetHeader = nic.model == .virtio
                 let queues = nic.virtioTuning.queues ?? 1

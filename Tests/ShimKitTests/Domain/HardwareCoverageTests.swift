@@ -444,6 +444,56 @@ import Testing
         #expect(throws: ShimError.self) { try backends("", cell0: "memAccess='public'") }
     }
 
+    /// type='user' with its own subnets, spelled as libvirt 9.0 passes them.
+    @Test func userNetworkingWithCustomSubnets() throws {
+        let xml = domainXML(devices: """
+                <interface type='user'><ip family='ipv4' address='172.17.2.0' prefix='24'/><ip family='ipv6' address='2001:db8::' prefix='64'/></interface>
+                <interface type='user'><ip address='10.1.2.3'/></interface>
+            """)
+        let args = try Fixtures.plan(xml).arguments
+        #expect(args.contains(#"{"type":"user","net":"172.17.2.0/24","ipv6-prefix":"2001:db8::","ipv6-prefixlen":64,"id":"hostnet0"}"#), "\(args)")
+        #expect(args.contains(#"{"type":"user","net":"10.1.2.3","id":"hostnet1"}"#))
+        for bad in [
+            "<interface type='user'><ip address='300.1.2.3'/></interface>",
+            "<interface type='user'><ip address='10.0.0.0'/><ip address='10.1.0.0'/></interface>",
+            "<interface type='ethernet'><ip address='10.0.0.1'/></interface>",
+        ] {
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.plan(domainXML(devices: "    " + bad)) }
+        }
+    }
+
+    /// USB2 as virt-install writes it for older guests: an ich9-ehci1 with
+    /// three uhci companions in one slot (00:1d on q35), six ports.
+    @Test func usb2CompanionControllers() throws {
+        let usb2 = """
+                <controller type='usb' index='0' model='ich9-ehci1'/>
+                <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/></controller>
+                <controller type='usb' index='0' model='ich9-uhci2'><master startport='2'/></controller>
+                <controller type='usb' index='0' model='ich9-uhci3'><master startport='4'/></controller>
+                <input type='tablet' bus='usb'/>
+            """
+        let pc = devices(try Fixtures.plan(domainXML(devices: "    <interface type='user'/>\n" + usb2)))
+        #expect(pc.contains(#"{"driver":"ich9-usb-ehci1","id":"usb","bus":"pci.0","addr":"0x3.0x7"}"#), "\(pc)")
+        #expect(pc.contains(#"{"driver":"ich9-usb-uhci1","masterbus":"usb.0","firstport":0,"bus":"pci.0","multifunction":true,"addr":"0x3"}"#))
+        #expect(pc.contains(#"{"driver":"ich9-usb-uhci3","masterbus":"usb.0","firstport":4,"bus":"pci.0","addr":"0x3.0x2"}"#))
+        let q35 = devices(try Fixtures.plan(domainXML(devices: usb2, machine: "q35")))
+        #expect(q35.contains(#"{"driver":"ich9-usb-ehci1","id":"usb","bus":"pcie.0","addr":"0x1d.0x7"}"#), "\(q35)")
+        #expect(q35.contains(#"{"driver":"ich9-usb-uhci2","masterbus":"usb.0","firstport":2,"bus":"pcie.0","addr":"0x1d.0x1"}"#))
+        let ehci = devices(try Fixtures.plan(domainXML(devices: "    <controller type='usb' index='0' model='ehci'/>")))
+        #expect(ehci.contains(#"{"driver":"usb-ehci","id":"usb","bus":"pci.0","addr":"0x2"}"#), "\(ehci)")
+
+        let sixPorts = (0..<7).map { _ in "<input type='tablet' bus='usb'/>" }.joined()
+        for (bad, says) in [
+            (domainXML(devices: "    <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/></controller>"), "needs an ich9-ehci1 master"),
+            (domainXML(devices: "    <controller type='usb' index='0' model='qemu-xhci'><master startport='0'/></controller>"), "companion"),
+            (domainXML(devices: "    <controller type='usb' index='0' model='ich9-ehci1'/>" + sixPorts), "6 ports"),
+        ] {
+            #expect { try Fixtures.plan(bad) } throws: { error in
+                ((error as? ShimError)?.message ?? "").contains(says)
+            }
+        }
+    }
+
     @Test func kubevirtStyleDevices() throws {
         let xml = domainXML(devices: """
                 <interface type='user'><mac address='02:42:ac:11:00:02'/><model type='virtio-non-transitional'/><rom enabled='no'/></interface>

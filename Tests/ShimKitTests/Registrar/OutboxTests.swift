@@ -49,7 +49,7 @@ struct OutboxTests {
         // Host requests arrive before the stream's task flushes the answer.
         for id in 100..<150 { outbox.send(Self.request(UInt64(id))) }
         await outbox.flush()
-        try await waitUntil { recorder.written.withLock { $0.count } == 51 }
+        await outbox.idle()
         #expect(recorder.written.withLock { $0 } == [1] + (100..<150).map(UInt64.init))
     }
 
@@ -62,7 +62,7 @@ struct OutboxTests {
         #expect(recorder.attempts.withLock { $0 } == 1)
         // A closed outbox refuses, so a host request fails at once instead of waiting.
         #expect(!outbox.send(Self.request(7)))
-        try await Task.sleep(for: .milliseconds(50))
+        await outbox.idle()
         #expect(recorder.attempts.withLock { $0 } == 1)
     }
 
@@ -73,19 +73,7 @@ struct OutboxTests {
         outbox.close()
         #expect(!outbox.send(Self.request(2)))
         await outbox.flush()
-        try await waitUntil { recorder.written.withLock { $0.count } == 1 }
-        try await Task.sleep(for: .milliseconds(50))
+        await outbox.idle()
         #expect(recorder.written.withLock { $0 } == [1])
-    }
-
-    func waitUntil(_ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !condition() {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("timed out")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(5))
-        }
     }
 }

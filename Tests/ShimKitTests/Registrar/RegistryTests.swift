@@ -72,9 +72,11 @@ struct RegistryTests {
         let session = await registry.newSession()
         _ = try await registry.register(Self.snapshot(uuid: Self.uuid, name: "a", shimPID: me), session: session, peerPID: me, requests: outbox)
         let waiting = Task { try await registry.request(uuid: Self.uuid) { $0.shutdown = .init() } }
-        try await Task.sleep(for: .milliseconds(50))
+        // Until the request is queued (a bound for a loaded machine, not a timing check).
+        let deadline = ContinuousClock.now + .seconds(60)
+        while await registry.pendingRequestCount == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         await outbox.flush()
-        try await Task.sleep(for: .milliseconds(50))
+        await outbox.idle()
         #expect(written.withLock { $0 } == ["registered", "request"])
         waiting.cancel()
         await registry.disconnected(uuid: Self.uuid, session: session)
