@@ -103,7 +103,8 @@ extension DomainParser {
     enum Address {
         case pci(PCIAddress)
         case drive(DriveAddress)
-        case usb(port: String)
+        /// A USB port like `1` or `1.2` (checked), nil when the address names none.
+        case usb(port: String?)
         case isa(ioBase: Int?)
         case virtioSerial(controller: Int, bus: Int, port: Int?)
     }
@@ -130,7 +131,11 @@ extension DomainParser {
                     unit: try reader.intAttribute(element, "unit", range: 0...16383) ?? 0))
         case "usb":
             _ = try reader.intAttribute(element, "bus", range: 0...0)
-            return .usb(port: reader.attribute(element, "port") ?? "")
+            guard let port = reader.attribute(element, "port"), !port.isEmpty else { return .usb(port: nil) }
+            guard port.split(separator: ".", omittingEmptySubsequences: false).allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
+                throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
+            }
+            return .usb(port: port)
         case "isa":
             return .isa(ioBase: try reader.intAttribute(element, "iobase", range: 0...0xFFFF))
         case "virtio-serial":
@@ -364,12 +369,7 @@ extension DomainParser {
             disk.driveAddress = address
         case .usb(let port)?:
             guard bus == .usb else { throw reader.error(element, "only USB disks take a USB address") }
-            if !port.isEmpty {
-                guard port.split(separator: ".").allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
-                    throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
-                }
-                disk.usbPort = port
-            }
+            disk.usbPort = port
         case nil:
             break
         default:
@@ -995,12 +995,7 @@ extension DomainParser {
         case nil: break
         case .usb(let port)?:
             guard bus == .usb else { throw reader.error(element, "only USB input devices take a USB address") }
-            if !port.isEmpty {
-                guard port.split(separator: ".").allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
-                    throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
-                }
-                input.usbPort = port
-            }
+            input.usbPort = port
         case .pci(let address)?:
             guard bus == .virtio else { throw reader.error(element, "only virtio input devices take a PCI address") }
             input.pciAddress = address
@@ -1109,12 +1104,7 @@ extension DomainParser {
         switch try parseAddress(element) {
         case nil: break
         case .usb(let port)?:
-            if !port.isEmpty {
-                guard port.split(separator: ".").allSatisfy({ Int($0).map { (1...31).contains($0) } ?? false }) else {
-                    throw reader.error(element, "USB port '\(port)' must be like 1 or 1.2")
-                }
-                redirdev.usbPort = port
-            }
+            redirdev.usbPort = port
         default:
             throw reader.error(element, "a redirdev takes a USB address")
         }
@@ -1242,7 +1232,7 @@ extension DomainParser {
         return iommu
     }
 
-    /// `<sound model>` with `<codec type>`s; the audio backend is `<audio type='none'>`.
+    /// `<sound model>` with `<codec type>`s, on the one audio backend (id 1).
     func parseSound(_ element: XMLElement) throws -> DomainSpec.Sound {
         let modelRaw = try reader.requiredAttribute(element, "model")
         guard let model = DomainSpec.Sound.Model(rawValue: modelRaw) else {
@@ -1258,7 +1248,7 @@ extension DomainParser {
             sound.codecs.append(type)
         }
         if let audio = try reader.child(element, "audio") {
-            guard try reader.intAttribute(audio, "id") == 1 else { throw reader.unsupported(audio, "an audio backend other than id 1 (type none)") }
+            guard try reader.intAttribute(audio, "id") == 1 else { throw reader.unsupported(audio, "an audio backend other than id 1 (vmshim has one backend)") }
         }
         sound.alias = try userAlias(element)
         sound.pciAddress = try pciAddress(element)

@@ -50,11 +50,9 @@ struct PCIAddressAssigner {
             for i in spec.devices.controllers.indices {
                 let c = spec.devices.controllers[i]
                 guard c.kind == .usb, c.index == index, c.usbMasterStartPort != nil, c.pciAddress == nil else { continue }
-                let number = Int(c.model?.last.map(String.init) ?? "1") ?? 1
-                var address = PCIAddress(bus: slot.bus, slot: slot.slot, function: number - 1)
-                address.multifunction = number == 1
+                let address = Self.companionAddress(c, slot: slot)
                 guard used.insert(address.key).inserted else {
-                    throw error("\(c.model ?? "companion") cannot take function \(number - 1) of its master's slot: it is in use", at: c.xmlLine)
+                    throw error("\(c.model ?? "companion") cannot take function \(address.function) of its master's slot: it is in use; give it an <address>", at: c.xmlLine)
                 }
                 spec.devices.controllers[i].pciAddress = address
             }
@@ -203,11 +201,16 @@ struct PCIAddressAssigner {
             return c.kind == .usb && c.index == index && c.usbMasterStartPort != nil && c.pciAddress == nil
         }
         for i in companions {
-            let number = Int(spec.devices.controllers[i].model?.last.map(String.init) ?? "1") ?? 1
-            var address = PCIAddress(bus: slot.bus, slot: slot.slot, function: number - 1)
-            address.multifunction = number == 1
-            spec.devices.controllers[i].pciAddress = address
+            spec.devices.controllers[i].pciAddress = Self.companionAddress(spec.devices.controllers[i], slot: slot)
         }
+    }
+
+    /// ich9-uhciN sits at function N−1 of its master's slot; function 0 is multifunction.
+    static func companionAddress(_ companion: DomainSpec.Controller, slot: PCIAddress) -> PCIAddress {
+        let number = Int(companion.model?.last.map(String.init) ?? "1") ?? 1
+        var address = PCIAddress(bus: slot.bus, slot: slot.slot, function: number - 1)
+        address.multifunction = number == 1
+        return address
     }
 
     func needsPrimaryVideoSlot(_ spec: DomainSpec) -> Bool {
