@@ -645,7 +645,7 @@ struct Validate: AsyncParsableCommand {
             let parsed = try DomainParser(file: xml).parse(text)
             let runDirectory = RunDirectory(root: RunDirectory.defaultRoot, name: parsed.spec.name)
             let prepared = try DomainDefaults(
-                file: xml, environment: DomainDefaults.Environment(runDirectory: runDirectory, freeVNCPort: { _, taken in (5900...65535).first { !taken.contains($0) } ?? 5900 })
+                file: xml, environment: DomainDefaults.Environment(runDirectory: runDirectory, freeDisplayPort: { _, taken in (5900...65535).first { !taken.contains($0) } ?? 5900 })
             ).apply(parsed.spec)
             _ = try QEMUCommandLine.plan(
                 prepared, context: QEMUCommandLine.Context(runDirectory: runDirectory, now: 0, localTimeOffset: 0))

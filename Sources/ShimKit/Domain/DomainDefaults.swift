@@ -10,7 +10,7 @@ public struct DomainDefaults {
         public var randomMAC: @Sendable () -> String
         /// Returns a free TCP port ≥ 5900 on the given listen address, not
         /// among those already taken by the domain's other displays.
-        public var freeVNCPort: @Sendable (String, Set<Int>) throws -> Int
+        public var freeDisplayPort: @Sendable (String, Set<Int>) throws -> Int
         /// The XML is a running VM's live definition (reattach): ports it
         /// records are in use by that VM and are kept, not reallocated.
         public var isLiveDefinition: Bool
@@ -24,7 +24,7 @@ public struct DomainDefaults {
 
         public init(
             runDirectory: RunDirectory, randomMAC: @escaping @Sendable () -> String = DomainDefaults.randomMAC,
-            freeVNCPort: @escaping @Sendable (String, Set<Int>) throws -> Int, isLiveDefinition: Bool = false,
+            freeDisplayPort: @escaping @Sendable (String, Set<Int>) throws -> Int, isLiveDefinition: Bool = false,
             firmwareDescriptors: @escaping @Sendable () -> [FirmwareDescriptor] = { FirmwareDescriptor.loadSystem() },
             nvramDirectory: String? = nil,
             hugetlbfsMounts: @escaping @Sendable () -> [Hugepages.Mount] = { Hugepages.mounts() },
@@ -34,7 +34,7 @@ public struct DomainDefaults {
             self.defaultHugepageSizeKiB = defaultHugepageSizeKiB
             self.runDirectory = runDirectory
             self.randomMAC = randomMAC
-            self.freeVNCPort = freeVNCPort
+            self.freeDisplayPort = freeDisplayPort
             self.isLiveDefinition = isLiveDefinition
             self.firmwareDescriptors = firmwareDescriptors
             self.nvramDirectory = nvramDirectory ?? RunDirectory.defaultNVRAMDirectory(root: runDirectory.root)
@@ -99,7 +99,7 @@ public struct DomainDefaults {
             if environment.isLiveDefinition, let recorded = spec.devices.graphics[index].recordedPort {
                 spec.devices.graphics[index].port = recorded
             } else if case .address(let address) = spec.devices.graphics[index].listen {
-                let port = try environment.freeVNCPort(address, takenPorts)
+                let port = try environment.freeDisplayPort(address, takenPorts)
                 takenPorts.insert(port)
                 spec.devices.graphics[index].port = port
             }

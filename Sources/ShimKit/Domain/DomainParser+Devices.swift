@@ -1050,13 +1050,12 @@ extension DomainParser {
         var graphics = DomainSpec.Graphics(port: port, autoport: autoport, listen: listen, passwordSet: false)
         graphics.kind = kind
         graphics.recordedPort = recordedPort
-        if kind == .spice { graphics.spiceOptions = try parseSpiceOptions(element) }
+        if kind == .spice { graphics.spice = try parseSpice(element) }
         return graphics
     }
 
-    /// SPICE's child elements as libvirt 9.0 turns them into `-spice`
-    /// options, in its order (qemuBuildGraphicsSPICECommandLine).
-    func parseSpiceOptions(_ element: XMLElement) throws -> [String] {
+    /// SPICE's child elements, checked as libvirt 9.0 checks them.
+    func parseSpice(_ element: XMLElement) throws -> DomainSpec.Graphics.Spice {
         func value(_ child: String, _ attribute: String, _ allowed: [String]) throws -> String? {
             guard let node = try reader.child(element, child) else { return nil }
             let text = try reader.requiredAttribute(node, attribute)
@@ -1069,24 +1068,16 @@ extension DomainParser {
         if let gl = try reader.child(element, "gl"), try reader.boolAttribute(gl, "enable") == true {
             throw reader.unsupported(gl, "SPICE OpenGL")
         }
-        var options: [String] = []
-        switch try value("mouse", "mode", ["server", "client"]) {
-        case "client": options.append("agent-mouse=on")
-        case "server": options.append("agent-mouse=off")
-        default: break
-        }
-        options.append("disable-ticketing=on")
-        if let image = try value("image", "compression", ["auto_glz", "auto_lz", "quic", "glz", "lz", "off"]) {
-            options.append("image-compression=\(image)")
-        }
-        if let jpeg = try value("jpeg", "compression", ["auto", "never", "always"]) { options.append("jpeg-wan-compression=\(jpeg)") }
-        if let zlib = try value("zlib", "compression", ["auto", "never", "always"]) { options.append("zlib-glz-wan-compression=\(zlib)") }
-        if let playback = try value("playback", "compression", ["on", "off"]) { options.append("playback-compression=\(playback)") }
-        if let streaming = try value("streaming", "mode", ["filter", "all", "off"]) { options.append("streaming-video=\(streaming)") }
-        if try value("clipboard", "copypaste", ["yes", "no"]) == "no" { options.append("disable-copy-paste=on") }
-        if try value("filetransfer", "enable", ["yes", "no"]) == "no" { options.append("disable-agent-file-xfer=on") }
-        options.append("seamless-migration=on")
-        return options
+        var spice = DomainSpec.Graphics.Spice()
+        spice.agentMouse = try value("mouse", "mode", ["server", "client"]).map { $0 == "client" }
+        spice.imageCompression = try value("image", "compression", ["auto_glz", "auto_lz", "quic", "glz", "lz", "off"])
+        spice.jpegCompression = try value("jpeg", "compression", ["auto", "never", "always"])
+        spice.zlibCompression = try value("zlib", "compression", ["auto", "never", "always"])
+        spice.playbackCompression = try value("playback", "compression", ["on", "off"])
+        spice.streamingMode = try value("streaming", "mode", ["filter", "all", "off"])
+        spice.copyPaste = try value("clipboard", "copypaste", ["yes", "no"]).map { $0 == "yes" }
+        spice.fileTransfer = try value("filetransfer", "enable", ["yes", "no"]).map { $0 == "yes" }
+        return spice
     }
 
     /// `<redirdev bus='usb' type='spicevmc'>`: a usb-redir device on the

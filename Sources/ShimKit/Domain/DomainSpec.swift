@@ -651,8 +651,23 @@ extension DomainSpec {
         public var listen: Listen
         public var passwordSet: Bool
         public var kind: Kind = .vnc
-        /// SPICE: the `-spice` options after the listen address, in libvirt's order.
-        public var spiceOptions: [String] = []
+        /// SPICE's settings (the QEMU layer spells them as `-spice` options).
+        public var spice = Spice()
+
+        /// `<graphics type='spice'>` children; nil leaves QEMU's default.
+        public struct Spice: Sendable, Equatable {
+            /// `<mouse mode>`: true for client (the agent's), false for server.
+            public var agentMouse: Bool?
+            public var imageCompression: String?
+            public var jpegCompression: String?
+            public var zlibCompression: String?
+            public var playbackCompression: String?
+            public var streamingMode: String?
+            /// `<clipboard copypaste>` and `<filetransfer enable>`.
+            public var copyPaste: Bool?
+            public var fileTransfer: Bool?
+            public init() {}
+        }
         public var xmlIndex: Int?
         /// Line of the element in the source XML, for errors found after parsing.
         public var xmlLine: Int?

@@ -2,17 +2,17 @@
 import Glibc
 #endif
 
-/// TCP port helpers for graphics (VNC autoport).
+/// TCP port helpers for graphics (VNC and SPICE autoport, one range as in libvirt).
 public enum HostPorts {
     /// The first port from 5900 that can be bound on `address` and is not
     /// `taken` (by another display of the same domain), as libvirt's port
     /// allocator picks it. (QEMU binds it moments later; the race is the same
     /// one libvirt accepts.)
-    @Sendable public static func freeVNCPort(_ address: String, taken: Set<Int>) throws -> Int {
+    @Sendable public static func freeDisplayPort(_ address: String, taken: Set<Int>) throws -> Int {
         for port in 5900...65535 where !taken.contains(port) && canBind(address: address, port: port) {
             return port
         }
-        throw ShimError(.unavailable, "no free VNC port from 5900 on \(address)")
+        throw ShimError(.unavailable, "no free display port from 5900 on \(address); free one or give <graphics port=…>")
     }
 
     static func canBind(address: String, port: Int) -> Bool {

@@ -69,15 +69,19 @@ public enum Hugepages {
     /// Before QEMU starts: enough free pages for the guest, and the
     /// directory for the backing files (owned by QEMU's user). A clear
     /// error instead of QEMU's "cannot allocate memory".
-    public static func prepare(directory: String?, sizeKiB: UInt64, guestKiB: UInt64, owner: ProcessCredentials?) throws {
+    public static func prepare(
+        domain: String, directory: String?, sizeKiB: UInt64, guestKiB: UInt64, owner: ProcessCredentials?
+    ) throws {
         let needed = (guestKiB + sizeKiB - 1) / sizeKiB
         guard let free = freePages(sizeKiB: sizeKiB) else {
-            throw ShimError(.unavailable, "the host has no \(sizeKiB) KiB huge pages (/sys/kernel/mm/hugepages/hugepages-\(sizeKiB)kB)")
+            throw ShimError(
+                .unavailable,
+                "domain '\(domain)': <hugepages> asks for \(sizeKiB) KiB pages, which the host does not have (/sys/kernel/mm/hugepages/hugepages-\(sizeKiB)kB); use a size it has")
         }
         guard free >= needed else {
             throw ShimError(
                 .unavailable,
-                "the guest needs \(needed) free \(sizeKiB) KiB huge pages, the host has \(free) free; raise /sys/kernel/mm/hugepages/hugepages-\(sizeKiB)kB/nr_hugepages (or vm.nr_hugepages)")
+                "domain '\(domain)': the guest needs \(needed) free \(sizeKiB) KiB huge pages, the host has \(free) free; raise /sys/kernel/mm/hugepages/hugepages-\(sizeKiB)kB/nr_hugepages (or vm.nr_hugepages)")
         }
         guard let directory else { return }
         try FileIO.makeDirectories(directory, mode: 0o755)

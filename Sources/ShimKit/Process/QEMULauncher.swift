@@ -43,7 +43,8 @@ public enum QEMULauncher {
             }
         }
         if backing.hugepages, let size = backing.hugepageSizeKiB {
-            try Hugepages.prepare(directory: backing.hugepageDirectory, sizeKiB: size, guestKiB: spec.memory.totalKiB, owner: runAs)
+            try Hugepages.prepare(
+                domain: spec.name, directory: backing.hugepageDirectory, sizeKiB: size, guestKiB: spec.memory.totalKiB, owner: runAs)
         }
         for request in plan.fds {
             switch request.resource {

@@ -825,6 +825,23 @@ public struct QEMUCommandLine {
         }
     }
 
+    /// The `-spice` options after the listener, in libvirt 9.0's order
+    /// (qemuBuildGraphicsSPICECommandLine).
+    static func spiceOptions(_ spice: DomainSpec.Graphics.Spice) -> [String] {
+        var options: [String] = []
+        if let agent = spice.agentMouse { options.append("agent-mouse=\(agent ? "on" : "off")") }
+        options.append("disable-ticketing=on")
+        if let value = spice.imageCompression { options.append("image-compression=\(value)") }
+        if let value = spice.jpegCompression { options.append("jpeg-wan-compression=\(value)") }
+        if let value = spice.zlibCompression { options.append("zlib-glz-wan-compression=\(value)") }
+        if let value = spice.playbackCompression { options.append("playback-compression=\(value)") }
+        if let value = spice.streamingMode { options.append("streaming-video=\(value)") }
+        if spice.copyPaste == false { options.append("disable-copy-paste=on") }
+        if spice.fileTransfer == false { options.append("disable-agent-file-xfer=on") }
+        options.append("seamless-migration=on")
+        return options
+    }
+
     mutating func addGraphics() {
         // In document order, as libvirt writes them.
         for graphics in spec.devices.graphics {
@@ -840,7 +857,7 @@ public struct QEMUCommandLine {
                 case .none:
                     options = "port=0"
                 }
-                add("-spice", ([options] + graphics.spiceOptions).joined(separator: ","))
+                add("-spice", ([options] + Self.spiceOptions(graphics.spice)).joined(separator: ","))
                 continue
             }
             switch graphics.listen {

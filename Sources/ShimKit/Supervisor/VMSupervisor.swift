@@ -83,7 +83,7 @@ public actor VMSupervisor {
         try DomainDefaults(
             file: file,
             environment: DomainDefaults.Environment(
-                runDirectory: runDirectory, freeVNCPort: HostPorts.freeVNCPort, isLiveDefinition: live)
+                runDirectory: runDirectory, freeDisplayPort: HostPorts.freeDisplayPort, isLiveDefinition: live)
         ).apply(spec)
     }
 

@@ -54,7 +54,7 @@ import Testing
             file: "live.xml",
             environment: DomainDefaults.Environment(
                 runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name),
-                randomMAC: { "52:54:00:ff:ff:ff" }, freeVNCPort: { _, _ in 5999 }, isLiveDefinition: true)
+                randomMAC: { "52:54:00:ff:ff:ff" }, freeDisplayPort: { _, _ in 5999 }, isLiveDefinition: true)
         ).apply(reparsed)
         let context = QEMUCommandLine.Context(
             runDirectory: RunDirectory(root: "/run/vmshim", name: spec.name), now: Fixtures.fixedNow, localTimeOffset: 3600)

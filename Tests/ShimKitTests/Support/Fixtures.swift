@@ -37,7 +37,7 @@ enum Fixtures {
                 let hex = String(n, radix: 16)
                 return "52:54:00:00:00:" + (hex.count == 1 ? "0" + hex : hex)
             },
-            freeVNCPort: { _, taken in (5900...65535).first { !taken.contains($0) } ?? 5900 },
+            freeDisplayPort: { _, taken in (5900...65535).first { !taken.contains($0) } ?? 5900 },
             firmwareDescriptors: { FirmwareDescriptor.loadSystem(directories: [firmwareDirectory]) },
             nvramDirectory: "/var/lib/vmshim/nvram",
             // A host with 2 MiB pages on /dev/hugepages and 1 GiB pages on /dev/hugepages1G.
