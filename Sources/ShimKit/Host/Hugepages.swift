@@ -66,12 +66,10 @@ public enum Hugepages {
         return (try? FileIO.readStringIfPresent(path)).flatMap { $0 }.flatMap { UInt64($0.trimmingWhitespace()) }
     }
 
-    /// Before QEMU starts: enough free pages for the guest, and the
-    /// directory for the backing files (owned by QEMU's user). A clear
-    /// error instead of QEMU's "cannot allocate memory".
-    public static func prepare(
-        domain: String, directory: String?, sizeKiB: UInt64, guestKiB: UInt64, owner: ProcessCredentials?
-    ) throws {
+    /// Before QEMU starts: enough free pages for the guest, a clear error
+    /// instead of QEMU's "cannot allocate memory". (The directory for the
+    /// backing files is in the launch plan's directories.)
+    public static func checkFreePages(domain: String, sizeKiB: UInt64, guestKiB: UInt64) throws {
         let needed = (guestKiB + sizeKiB - 1) / sizeKiB
         guard let free = freePages(sizeKiB: sizeKiB) else {
             throw ShimError(
@@ -82,11 +80,6 @@ public enum Hugepages {
             throw ShimError(
                 .unavailable,
                 "domain '\(domain)': the guest needs \(needed) free \(sizeKiB) KiB huge pages, the host has \(free) free; raise /sys/kernel/mm/hugepages/hugepages-\(sizeKiB)kB/nr_hugepages (or vm.nr_hugepages)")
-        }
-        guard let directory else { return }
-        try FileIO.makeDirectories(directory, mode: 0o755)
-        if let owner, chown(directory, owner.uid, owner.gid) != 0 {
-            throw ShimError.system("cannot give \(directory) to QEMU's user \(owner.uid)")
         }
     }
 

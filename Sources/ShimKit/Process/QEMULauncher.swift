@@ -32,7 +32,6 @@ public enum QEMULauncher {
             for item in opened { close(item.parent) }
             if !succeeded {
                 for path in createdSockets { unlink(path) }
-                Hugepages.removeDirectory(backing.hugepageDirectory)
                 for directory in plan.directories { FileIO.removeTree(directory) }
             }
         }
@@ -43,8 +42,7 @@ public enum QEMULauncher {
             }
         }
         if backing.hugepages, let size = backing.hugepageSizeKiB {
-            try Hugepages.prepare(
-                domain: spec.name, directory: backing.hugepageDirectory, sizeKiB: size, guestKiB: spec.memory.totalKiB, owner: runAs)
+            try Hugepages.checkFreePages(domain: spec.name, sizeKiB: size, guestKiB: spec.memory.totalKiB)
         }
         for request in plan.fds {
             switch request.resource {

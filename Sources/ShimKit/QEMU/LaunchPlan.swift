@@ -10,8 +10,9 @@ public struct LaunchPlan: Sendable, Equatable {
     public var environment: [String]
     /// Resources opened by the shim and inherited by QEMU at `childFD`.
     public var fds: [FDRequest]
-    /// Directories QEMU creates files in (RAM backing files), made by the
-    /// launcher for QEMU's user before it starts.
+    /// Directories QEMU creates files in (RAM backing files: the run
+    /// directory's ram/, the huge page directory), made by the launcher for
+    /// QEMU's user before it starts and removed if the start fails.
     public var directories: [String] = []
 
     public var argv: [String] { [executable] + arguments }

@@ -45,6 +45,7 @@ public struct QEMUCommandLine {
             ],
             fds: builder.fds)
         if spec.needsMemoryBackingDirectory { plan.directories.append(context.runDirectory.memoryBackingDirectory) }
+        if let hugepages = spec.memoryBacking.hugepageDirectory { plan.directories.append(hugepages) }
         return plan
     }
 

@@ -388,6 +388,8 @@ import Testing
         #expect(try backends("<hugepages/><source type='memfd'/>") == [
             #"{"qom-type":"memory-backend-memfd","id":"pc.ram","hugetlb":true,"hugetlbsize":2097152,"share":false,"x-use-canonical-path-for-ramblock-id":false,"prealloc":true,"size":134217728}"#,
         ])
+        // The launcher makes the domain's directory on the mount.
+        #expect(try Fixtures.plan(domainXML(extra: "<memoryBacking><hugepages/></memoryBacking>")).directories == ["/dev/hugepages/vmshim/t"])
         #expect(try backends("<hugepages/><allocation mode='immediate'/>", numa: true) == [
             #"{"qom-type":"memory-backend-file","id":"ram-node0","mem-path":"/dev/hugepages/vmshim/t","prealloc":true,"size":67108864}"#,
             #"{"qom-type":"memory-backend-file","id":"ram-node1","mem-path":"/dev/hugepages/vmshim/t","prealloc":true,"size":67108864}"#,
