@@ -387,7 +387,8 @@ public struct DomainParser {
         _ = try reader.boolAttribute(element, "migratable")
         if let model = try reader.child(element, "model") {
             let name = model.text.trimmingWhitespace()
-            guard !name.isEmpty else { throw reader.error(model, "empty CPU model name") }
+            // virt-manager writes <model fallback='allow'/> under host-model.
+            guard !name.isEmpty || cpu.mode == .hostModel else { throw reader.error(model, "empty CPU model name") }
             if let fallback = reader.attribute(model, "fallback"), !["allow", "forbid"].contains(fallback) {
                 throw reader.error(model, "fallback='\(fallback)' must be allow or forbid")
             }
@@ -396,7 +397,10 @@ public struct DomainParser {
             }
             cpu.model = name
         }
-        if let vendor = try reader.child(element, "vendor") { reader.ignoreSubtree(vendor) }
+        if let vendor = try reader.child(element, "vendor") {
+            let name = vendor.text.trimmingWhitespace()
+            cpu.vendor = name.isEmpty ? nil : name
+        }
         for feature in reader.children(element, "feature") {
             let name = try reader.requiredAttribute(feature, "name")
             let policy = try reader.enumAttribute(feature, "policy", DomainSpec.CPU.FeaturePolicy.self) ?? .require
@@ -422,7 +426,10 @@ public struct DomainParser {
         case .custom:
             break
         case .hostModel:
-            throw reader.unsupported(element, "CPU mode 'host-model'; use mode='custom' with a named model, or 'maximum'")
+            // Expanded at start from what QEMU reports (HostCPUModel); libvirt
+            // ignores a model name here and keeps only the fallback.
+            cpu.model = nil
+            cpu.vendor = nil
         case .hostPassthrough, .maximum:
             if cpu.model != nil {
                 throw reader.error(element, "a <model> is not allowed with mode='\(cpu.mode.rawValue)'")

@@ -160,6 +160,8 @@ extension DomainSpec {
         }
         public var mode: Mode
         public var model: String?
+        /// `<vendor>`: libvirt's vendor name; a check for libvirt, nothing on `-cpu`.
+        public var vendor: String? = nil
         public var features: [Feature]
         public var topology: Topology?
         /// `<numa><cell>`: the guest's NUMA nodes, in id order.

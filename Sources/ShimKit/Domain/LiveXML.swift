@@ -62,6 +62,7 @@ public struct LiveXML {
                 features.appendChild(XMLElement(name: "smm", attributes: [("state", "on")]))
             }
         }
+        updateHostModelCPU()
         let devices = root.child(named: "devices")
         // libvirt fills in the capabilities' default emulator when none is named.
         let emulator = devices.firstElement(named: "emulator")
@@ -73,6 +74,31 @@ public struct LiveXML {
         updateCharDevices(devices)
         updateInputsGraphicsVideo(devices)
         updateBalloonRNGPanic(devices)
+    }
+
+    /// A host-model CPU as libvirt shows a running domain's: the custom
+    /// model it was expanded to, so a restore or a restarted shim keeps the
+    /// same CPU even if QEMU changes underneath.
+    private func updateHostModelCPU() {
+        guard let cpu = root.firstElement(named: "cpu"), cpu.attribute("mode") == "host-model",
+            spec.cpu.mode == .custom, let model = spec.cpu.model
+        else { return }
+        cpu.setAttribute("mode", "custom")
+        cpu.setAttribute("match", "exact")
+        cpu.setAttribute("check", "full")
+        for name in ["model", "vendor", "feature"] {
+            for child in cpu.elements(named: name) { cpu.removeChild(child) }
+        }
+        let after = ["topology", "cache", "maxphysaddr", "numa"]
+        _ = cpu.insertChild(XMLElement(name: "model", attributes: [("fallback", "forbid")], text: model), before: ["vendor"] + after)
+        if let vendor = spec.cpu.vendor {
+            _ = cpu.insertChild(XMLElement(name: "vendor", text: vendor), before: after)
+        }
+        for feature in spec.cpu.features {
+            _ = cpu.insertChild(
+                XMLElement(name: "feature", attributes: [("policy", feature.policy.rawValue), ("name", feature.name)]),
+                before: ["numa"])
+        }
     }
 
     private func element(_ devices: XMLElement, _ name: String, _ index: Int?) -> XMLElement? {

@@ -249,7 +249,8 @@ public struct QEMUCommandLine {
         case .maximum:
             return "max" + cpuFeatures() + paravirtualFeatures
         case .hostModel:
-            throw ShimError(.unsupported, "CPU mode 'host-model' is not supported yet; use mode='custom' with a model")
+            // The supervisor expands it from QEMU's report before planning.
+            throw ShimError(.internalError, "CPU mode 'host-model' reached the command line unexpanded")
         case .custom:
             return QEMUOption.escape(spec.cpu.model ?? "qemu64") + cpuFeatures() + paravirtualFeatures
         }
@@ -301,7 +302,7 @@ public struct QEMUCommandLine {
             case .force, .require, .optional: on = true
             case .disable, .forbid: on = false
             }
-            return ",\(QEMUOption.escape(feature.name))=\(on ? "on" : "off")"
+            return ",\(QEMUOption.escape(HostCPUModel.qemuName(feature.name)))=\(on ? "on" : "off")"
         }.joined()
     }
 

@@ -288,6 +288,21 @@ public actor VMSupervisor {
             logger.warning("disk '\(drop.targetDev)' \(what) (startupPolicy='optional', \(drop.reason)): \(drop.why)")
             publish(.diskDropped(targetDev: drop.targetDev, alias: drop.alias, source: drop.source, reason: drop.reason))
         }
+        guard access(spec.emulator, X_OK) == 0 else {
+            throw ShimError(
+                .invalidArgument,
+                "\(config.xmlPath): the <emulator> \(spec.emulator) is not an executable file (install qemu-system-x86 or fix the path)")
+        }
+        if spec.cpu.mode == .hostModel {
+            // libvirt's host-model, decided from what this QEMU offers now;
+            // the live XML then shows the custom CPU it became.
+            let report = try await QEMUCPUProbe.report(
+                emulator: spec.emulator, accelerator: spec.virtType, directory: runDirectory.path)
+            let expansion = try HostCPUModel.expand(report)
+            spec.cpu = spec.cpu.resolvingHostModel(expansion)
+            logger.info("host-model CPU: \(expansion.model) with \(expansion.features.count) features listed")
+            phases.lap("cpu probe")
+        }
         var zone = tm()
         var now = time(nil)
         localtime_r(&now, &zone)
@@ -296,11 +311,6 @@ public actor VMSupervisor {
             context: QEMUCommandLine.Context(
                 runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff),
                 incomingMigration: saved != nil))
-        guard access(spec.emulator, X_OK) == 0 else {
-            throw ShimError(
-                .invalidArgument,
-                "\(config.xmlPath): the <emulator> \(spec.emulator) is not an executable file (install qemu-system-x86 or fix the path)")
-        }
         try FileIO.makeDirectories(config.logDirectory, mode: 0o755)
         var stream: SaveStream.Source?
         if let saved {

@@ -40,6 +40,38 @@ import Testing
         #expect(!FileIO.exists(failing.runDirectory))
     }
 
+    /// `<cpu mode='host-model'>` is decided at start from what the installed
+    /// QEMU reports (the probe is the real one, its files gone afterwards),
+    /// QEMU runs the named model with the listed features and the XML's own
+    /// override, and the live XML shows the custom CPU it became.
+    @Test func hostModelIsDecidedFromTheInstalledQEMU() async throws {
+        let scratch = try Fixtures.scratchDirectory("cpuprobe")
+        defer { FileIO.removeTree(scratch) }
+        let report = try await QEMUCPUProbe.report(emulator: "/usr/bin/qemu-system-x86_64", accelerator: .qemu, directory: scratch)
+        #expect(FileIO.listDirectory(scratch).isEmpty)
+        // The unit tests' recording is this QEMU's answer; re-record it when QEMU changes.
+        #expect(report == (try HostCPUModelTests.recordedReport()))
+        let expansion = try HostCPUModel.expand(report)
+
+        let vm = try ShimHarness(
+            name: "it-hostmodel",
+            .init(extraTopLevel: "<cpu mode='host-model'><model fallback='allow'/><feature policy='disable' name='la57'/></cpu>"))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let pid = try #require(vm.qemuPIDs().first)
+        let argv = try FileIO.readString("/proc/\(pid)/cmdline").split(separator: "\0").map(String.init)
+        let cpu = try #require(argv.firstIndex(of: "-cpu").map { argv[$0 + 1] })
+        #expect(cpu.hasPrefix(expansion.model + ","), "\(cpu)")
+        #expect(cpu.contains(",la57=off"), "\(cpu)")
+        #expect(!cpu.contains("la57=on"), "\(cpu)")
+        let live = try StatusFile.read(from: vm.runDirectory + "/status.json").liveXML
+        #expect(live.contains("<model fallback='forbid'>\(expansion.model)</model>"), "\(live)")
+        #expect(!FileIO.listDirectory(vm.runDirectory).contains { $0.hasPrefix("cpu-probe") })
+        #expect(try vm.cli(["destroy", "it-hostmodel"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
+
     /// `<vcpu cpuset>` is QEMU's affinity, in every thread, as libvirt pins it.
     @Test func cpusetBecomesQEMUsAffinity() async throws {
         let vm = try ShimHarness(name: "it-cpuset", .init(vcpuCpuset: "0"))
