@@ -25,7 +25,7 @@ index = load("index.xml")
 x86 = next(arch for arch in index.findall("arch") if arch.get("name") == "x86")
 includes = [inc.get("filename") for inc in x86.findall("include")]
 
-features, migration_blockers, bits = [], [], {}
+features, bits = [], {}
 vendors = {}
 models = []
 for filename in includes:
@@ -54,8 +54,6 @@ for filename in includes:
             sys.exit(f"features {bits[data[0]]} and {name} share a bit")
         bits[data[0]] = name
         features.append(name)
-        if feature.get("migratable") == "no":
-            migration_blockers.append(name)
     for model in root.findall("model"):
         if model.find("model") is not None:
             sys.exit(f"model {model.get('name')} inherits from another; not handled")
@@ -128,8 +126,6 @@ enum LibvirtCPUMap {{
         f.write(f'        "{string}": "{name}",\n')
     f.write("    ]\n\n    /// Every feature libvirt knows, in the map's order (the order libvirt lists them in).\n")
     f.write("    static let features: [String] = [\n" + swift_list(features, "        ") + ",\n    ]\n\n")
-    f.write("    /// Features that block migration; host-model leaves them out.\n")
-    f.write("    static let migrationBlockers: Set<String> = [" + ", ".join(f'"{n}"' for n in migration_blockers) + "]\n\n")
     f.write("    /// In the map's order; libvirt walks it from the end (newest first).\n    static let models: [Model] = [\n")
     for m in models:
         sigs = ", ".join(

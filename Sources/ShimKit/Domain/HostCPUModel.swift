@@ -84,9 +84,9 @@ public enum HostCPUModel {
                 .unsupported,
                 "CPU mode 'host-model': none of libvirt's CPU models is available in this QEMU for a \(report.vendor) CPU; use mode='maximum' or a named model")
         }
-        // host-model must stay migratable: features that block migration go.
-        let features = best.features.filter { !LibvirtCPUMap.migrationBlockers.contains($0.name) }
-        return Expansion(model: best.model.name, vendor: vendor, features: features)
+        // Migratability is already QEMU's: the static expansion of max/host
+        // holds only migratable features (libvirt keeps a disabled xsaves too).
+        return Expansion(model: best.model.name, vendor: vendor, features: best.features)
     }
 
     /// What `model` needs on top to be the host CPU: the host's features the

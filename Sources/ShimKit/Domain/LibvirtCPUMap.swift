@@ -56,9 +56,6 @@ enum LibvirtCPUMap {
         "tsx-ctrl", "taa-no", "split-lock-detect",
     ]
 
-    /// Features that block migration; host-model leaves them out.
-    static let migrationBlockers: Set<String> = ["xsaves", "invtsc"]
-
     /// In the map's order; libvirt walks it from the end (newest first).
     static let models: [Model] = [
         Model(
