@@ -27,6 +27,7 @@ Needs root, a running libvirtd and virtlogd (qemu:///system), qemu-img.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -205,6 +206,17 @@ def prepare(source: Path, work: Path, test: str) -> Prepared:
             path.chmod(0o755)
             script.set("path", str(path))
 
+    # fw_cfg files: QEMU reads them at start, as libvirt-qemu under libvirt
+    for sysinfo in root.findall("sysinfo"):
+        if sysinfo.get("type") != "fwcfg":
+            continue
+        for entry in sysinfo.findall("entry"):
+            if entry.get("file"):
+                path = work / f"fwcfg{next(counter)}"
+                path.write_text(json.dumps({"entry": entry.get("name")}) + "\n")
+                path.chmod(0o644)
+                entry.set("file", str(path))
+
     prepared.xml = ET.tostring(root, encoding="unicode")
     return prepared
 
@@ -367,14 +379,15 @@ def _block(devices: list) -> list[str]:
 
 
 def _argv_facts(pid: int) -> dict:
-    """SMBIOS tables, boot menu and RTC base reach the guest through firmware
-    config built from argv; QMP cannot read them back. Neither can the
+    """SMBIOS tables, fw_cfg entries, boot menu and RTC base reach the guest
+    through firmware config built from argv; QMP cannot read them back. Neither can the
     Hyper-V enlightenments and paravirtual clocks on -cpu (CPUID leaves
     0x40000000 and up, outside the feature words)."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     argv = [a.decode() for a in argv if a]
     facts: dict[str, list[str]] = {
         "-smbios": [], "-boot": [], "-rtc": [], "-global": [], "-watchdog-action": [], "-numa": [], "-cpu": [],
+        "-fw_cfg": [],
     }
     for option, value in zip(argv, argv[1:]):
         if option in facts:
@@ -384,6 +397,11 @@ def _argv_facts(pid: int) -> dict:
     facts["-numa"] = [re.sub(r",memdev=[^,]*", ",memdev=<set>", v) for v in facts["-numa"]]
     for key in ("-boot", "-rtc", "-global"):
         facts[key] = sorted(",".join(sorted(v.split(","))) for v in facts[key])
+    # a fw_cfg file is each side's scratch copy: compare what the guest reads
+    def fw_cfg_content(match: re.Match) -> str:
+        digest = hashlib.sha256(Path(match.group(1)).read_bytes()).hexdigest()[:16]
+        return f"file=<sha256 {digest}>"
+    facts["-fw_cfg"] = [re.sub(r"file=([^,]+)", fw_cfg_content, v) for v in facts["-fw_cfg"]]
     # the model first, its options as a set
     facts["-cpu"] = [",".join(v.split(",")[:1] + sorted(v.split(",")[1:])) for v in facts["-cpu"]]
     # what backs guest RAM (anonymous, memfd, a hugetlbfs file): query-memdev does not say

@@ -20,7 +20,7 @@ extension DomainParser {
                 }
                 smbios = try parseSMBIOS(element, uuid: &uuid, uuidGenerated: uuidGenerated)
             case "fwcfg":
-                throw reader.unsupported(element, "<sysinfo type='fwcfg'> (QEMU firmware configuration entries)")
+                continue  // parseFirmwareConfig
             default:
                 throw reader.error(element, "unknown sysinfo type '\(type)' (smbios or fwcfg)")
             }
@@ -47,6 +47,50 @@ extension DomainParser {
         default:
             throw reader.error(element, "mode='\(mode)' must be emulate, host or sysinfo")
         }
+    }
+
+    /// `<sysinfo type='fwcfg'>` entries, in document order: QEMU's
+    /// `-fw_cfg` files, which the guest reads from the firmware configuration
+    /// device (Ignition, cloud-init and the like). libvirt's rules: a name
+    /// under opt/, not under QEMU's or OVMF's reserved opt/org.qemu/ and
+    /// opt/ovmf/, a value or a file; QEMU's: at most 55 characters, each name
+    /// once.
+    func parseFirmwareConfig(_ root: XMLElement) throws -> [DomainSpec.FirmwareConfigEntry] {
+        var entries: [DomainSpec.FirmwareConfigEntry] = []
+        for sysinfo in reader.children(root, "sysinfo") where reader.attribute(sysinfo, "type") == "fwcfg" {
+            for element in reader.children(sysinfo, "entry") {
+                let name = try reader.requiredAttribute(element, "name")
+                guard name.hasPrefix("opt/") else {
+                    throw reader.error(element, "fw_cfg name '\(name)' must start with opt/ (the rest belongs to QEMU)")
+                }
+                if name.hasPrefix("opt/ovmf/") || name.hasPrefix("opt/org.qemu/") {
+                    throw reader.error(element, "fw_cfg name '\(name)' is reserved for OVMF or QEMU; choose a name of your own under opt/")
+                }
+                guard name.utf8.count <= 55 else {
+                    throw reader.error(element, "fw_cfg name '\(name)' is \(name.utf8.count) bytes; QEMU allows at most 55")
+                }
+                guard !entries.contains(where: { $0.name == name }) else {
+                    throw reader.error(element, "fw_cfg name '\(name)' is given twice; each entry needs its own name")
+                }
+                let value = element.text.trimmingWhitespace()
+                let content: DomainSpec.FirmwareConfigEntry.Content
+                switch (reader.attribute(element, "file"), value.isEmpty) {
+                case (let file?, true):
+                    guard file.hasPrefix("/") else {
+                        throw reader.error(element, "file='\(file)' must be an absolute path")
+                    }
+                    content = .file(file)
+                case (nil, false):
+                    content = .string(element.text)
+                case (_?, false):
+                    throw reader.error(element, "fw_cfg entry '\(name)' has both a value and file=; give one")
+                case (nil, true):
+                    throw reader.error(element, "fw_cfg entry '\(name)' needs a value or file=")
+                }
+                entries.append(.init(name: name, content: content))
+            }
+        }
+        return entries
     }
 
     /// One `<sysinfo type='smbios'>`. Tables whose entries are all absent or

@@ -102,6 +102,7 @@ public struct DomainParser {
         spec.registerCgroup = registerCgroup
         spec.tuning = tuning
         spec.sysinfo = try parseSysinfo(root, uuid: &spec.uuid)
+        spec.firmwareConfig = try parseFirmwareConfig(root)
         spec.iothreadIDs = try parseIOThreads(root)
         spec.memoryBacking = try parseMemoryBacking(root, numa: !cpu.numaCells.isEmpty)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {

@@ -55,6 +55,18 @@ public struct DomainSpec: Sendable, Equatable {
     /// `<sysinfo type='smbios'>` when `<os><smbios mode='sysinfo'/>` selects
     /// it: QEMU's `-smbios` tables. nil leaves QEMU's own.
     public var sysinfo: Sysinfo? = nil
+    /// `<sysinfo type='fwcfg'>`: QEMU's `-fw_cfg` entries, in document order.
+    public var firmwareConfig: [FirmwareConfigEntry] = []
+
+    public struct FirmwareConfigEntry: Sendable, Equatable {
+        public enum Content: Sendable, Equatable {
+            case string(String)
+            /// QEMU reads the file when it starts.
+            case file(String)
+        }
+        public var name: String
+        public var content: Content
+    }
 }
 
 // MARK: - Identity

@@ -4,6 +4,13 @@
 extension QEMUCommandLine {
     mutating func addSMBIOS() {
         for table in QEMUCommandLine.smbiosTables(spec.sysinfo) { add("-smbios", table) }
+        // libvirt writes the fw_cfg entries right after the SMBIOS tables.
+        for entry in spec.firmwareConfig {
+            switch entry.content {
+            case .string(let value): add("-fw_cfg", "name=\(QEMUOption.escape(entry.name)),string=\(QEMUOption.escape(value))")
+            case .file(let path): add("-fw_cfg", "name=\(QEMUOption.escape(entry.name)),file=\(QEMUOption.escape(path))")
+            }
+        }
     }
 
     static func smbiosTables(_ sysinfo: DomainSpec.Sysinfo?) -> [String] {

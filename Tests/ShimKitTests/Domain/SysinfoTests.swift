@@ -111,6 +111,28 @@ import Testing
         }
     }
 
+    /// `<sysinfo type='fwcfg'>` entries become `-fw_cfg` right after the
+    /// SMBIOS tables, as libvirt 9.0 writes them, whether or not the tables
+    /// apply; a comma in a value is doubled (libvirt 9.0 does not, and QEMU
+    /// then refuses the option).
+    @Test func firmwareConfigEntriesFollowTheTables() throws {
+        let xml = guest(
+            mode: nil,
+            sysinfo: """
+                  <sysinfo type='fwcfg'>
+                    <entry name='opt/com.coreos/config' file='/var/lib/fcos/config.ign'/>
+                    <entry name='opt/com.example/greeting'>hello, world</entry>
+                  </sysinfo>
+                """)
+        let plan = try Fixtures.plan(xml, file: "t.xml")
+        let uuid = try #require(plan.arguments.firstIndex(of: "-uuid"))
+        #expect(Array(plan.arguments[(uuid + 2)..<(uuid + 6)]) == [
+            "-fw_cfg", "name=opt/com.coreos/config,file=/var/lib/fcos/config.ign",
+            "-fw_cfg", "name=opt/com.example/greeting,string=hello,, world",
+        ])
+        #expect(parseQemuOpts(plan.arguments[uuid + 5]).map(\.value) == ["opt/com.example/greeting", "hello, world"])
+    }
+
     /// Every refusal names the file, the line, the element and what is wrong.
     @Test(arguments: [
         // (mode, sysinfo on line 8, expected fragments)
@@ -120,8 +142,18 @@ import Testing
         ("host", "", ["t.xml:6:", "<smbios>", "/domain/os/smbios", "mode='host'", "dmidecode", "does not support"]),
         ("sysinfo", "", ["t.xml:6:", "<smbios>", "needs a <sysinfo type='smbios'>"]),
         ("none", "", ["t.xml:6:", "mode='none'"]),
-        ("sysinfo", "  <sysinfo type='fwcfg'><entry name='opt/com.example/x'>y</entry></sysinfo>",
-         ["t.xml:8:", "<sysinfo>", "type='fwcfg'"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='etc/x'>y</entry></sysinfo>",
+         ["t.xml:8:", "/domain/sysinfo/entry", "'etc/x' must start with opt/"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/ovmf/X-PciMmio64Mb'>64</entry></sysinfo>",
+         ["t.xml:8:", "reserved for OVMF or QEMU"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/org.qemu/x'>y</entry></sysinfo>", ["t.xml:8:", "reserved"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/com.example/\(String(repeating: "a", count: 50))'>y</entry></sysinfo>",
+         ["t.xml:8:", "66 bytes; QEMU allows at most 55"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/a'>1</entry><entry name='opt/a'>2</entry></sysinfo>",
+         ["t.xml:8:", "/domain/sysinfo/entry[2]", "given twice"]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/a' file='/x'>1</entry></sysinfo>", ["t.xml:8:", "both a value and file="]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/a'/></sysinfo>", ["t.xml:8:", "needs a value or file="]),
+        ("emulate", "  <sysinfo type='fwcfg'><entry name='opt/a' file='x.ign'/></sysinfo>", ["t.xml:8:", "absolute path"]),
         ("sysinfo", "  <sysinfo type='smbios'><bios><entry name='date'>2020-01-02</entry></bios></sysinfo>",
          ["t.xml:8:", "/domain/sysinfo/bios/entry", "Invalid BIOS 'date' format"]),
         ("sysinfo", "  <sysinfo type='smbios'><bios><entry name='release'>1</entry></bios></sysinfo>",
