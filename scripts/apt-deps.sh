@@ -6,8 +6,9 @@ packages=(
   qemu-system-x86 qemu-utils          # the hypervisor and qemu-img
   libxml2-dev libxml2-utils pkg-config # domain XML parsing (libxml2 via pkg-config)
   libcap-dev                          # clearing QEMU's capabilities (libcap)
-  libvirt-daemon-system libvirt-clients # libvirt's RelaxNG schema for 'vmshim validate', the bench reference
+  libvirt-daemon-system libvirt-clients # libvirt's RelaxNG schema for 'vmshim validate', its networks, the bench reference
   python3-libvirt                     # bench/registrar.py's libvirt reference (virConnectListAllDomains)
+  dnsmasq-base                        # libvirt's 'default' NAT network (interface type='network' tests)
   ovmf                                # UEFI firmware and its descriptors (<os firmware='efi'>; conformance suite)
   iproute2                            # 'ip': the bridge the tests and the conformance suite attach taps to
   busybox-static cpio                 # the test guest's initramfs

@@ -13,6 +13,8 @@ swift build --build-tests
 bin=$(swift build --show-bin-path)
 export VMSHIM_BINARY=$bin/vmshim
 
+# libvirt first: the Swift tests use its network service (interface type='network').
+scripts/start-libvirt.sh
 echo "== Swift tests"
 swift test --skip-build
 
@@ -24,6 +26,5 @@ fi
 "$venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools kubernetes-validate
 "$venv/bin/python" -m unittest discover -s Tests/python -v
 echo "== Conformance: the corpus booted under libvirt and under vmshim, guest-visible hardware compared"
-scripts/start-libvirt.sh
 /usr/bin/python3 Tests/conformance/libvirt_conformance.py --vmshim "$VMSHIM_BINARY"
 echo "== all tests passed"

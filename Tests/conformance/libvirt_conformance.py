@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,8 @@ def prepare(source: Path, work: Path, test: str) -> Prepared:
         source = interface.find("source")
         if interface.get("type") == "bridge" and source is not None:
             source.set("bridge", ensure_bridge())
+        if interface.get("type") == "network" and source is not None and source.get("network"):
+            ensure_network(source.get("network"))
         if interface.find("mac") is None:
             ET.SubElement(interface, "mac", {"address": f"52:54:00:c0:0f:{next(macs):02x}"})
             prepared.notes.append("fixed MAC added")
@@ -232,6 +235,33 @@ def ensure_bridge() -> str:
         import atexit
         atexit.register(lambda: subprocess.run(["ip", "link", "del", TEST_BRIDGE], capture_output=True))
     return TEST_BRIDGE
+
+
+_created_networks: list[str] = []
+
+
+def ensure_network(name: str) -> None:
+    """A libvirt network for type='network' NICs, shared by both sides as on
+    a real host: an existing one is started (Debian's 'default' needs
+    dnsmasq), a missing one is created isolated (a bridge, no addresses) and
+    destroyed at exit."""
+    info = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-info", name], capture_output=True, text=True)
+    if info.returncode == 0:
+        if re.search(r"^Active:\s+no", info.stdout, re.M):
+            subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-start", name], capture_output=True)
+        return
+    bridge = f"vmshimcn{len(_created_networks)}"
+    definition = f"<network><name>{escape(name)}</name><bridge name='{bridge}'/></network>"
+    path = Path(tempfile.mkstemp(suffix=".xml")[1])
+    path.write_text(definition)
+    created = subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-create", str(path)], capture_output=True)
+    path.unlink()
+    if created.returncode == 0:
+        if not _created_networks:
+            import atexit
+            atexit.register(lambda: [subprocess.run(["virsh", "-q", "-c", "qemu:///system", "net-destroy", n], capture_output=True)
+                                     for n in _created_networks])
+        _created_networks.append(name)
 
 
 # ---------------------------------------------------------------- gathering

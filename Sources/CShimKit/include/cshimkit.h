@@ -77,3 +77,4 @@ int cshim_set_no_new_privs(void);
 int cshim_set_child_subreaper(void);
 int cshim_ifnamsiz(void);
 int cshim_malloc_trim(void);
+#include "cshim_libvirt.h"

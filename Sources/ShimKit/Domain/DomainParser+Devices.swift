@@ -13,6 +13,17 @@ extension DomainParser {
                 devices.disks.append(try parseDisk(child).at(position, line: child.line))
             case "controller":
                 child.consumed = true
+                if child.attribute("index") == nil, let type = child.attribute("type") {
+                    // libvirt gives a controller without one the lowest index
+                    // its type does not use yet, in document order.
+                    var used = Set(devices.controllers.filter { $0.kind.rawValue == type }.map(\.index))
+                    for other in element.children where other.name == "controller" && other.attribute("type") == type {
+                        if let index = other.attribute("index").flatMap({ Int($0) }) { used.insert(index) }
+                    }
+                    var index = 0
+                    while used.contains(index) { index += 1 }
+                    child.setAttribute("index", String(index))
+                }
                 devices.controllers.append(try parseController(child).at(position, line: child.line))
             case "interface":
                 child.consumed = true
@@ -201,6 +212,7 @@ extension DomainParser {
         var discard: DomainSpec.Disk.Discard?
         var iothread: Int?
         var queues: Int?
+        var virtqueueNotification: (ioeventfd: Bool?, eventIdx: Bool?) = (nil, nil)
         var errorPolicy: String?
         var readErrorPolicy: String?
         if let driver = try reader.child(element, "driver") {
@@ -225,6 +237,7 @@ extension DomainParser {
             }
             iothread = try reader.intAttribute(driver, "iothread", range: 1...Int(Int32.max))
             queues = try reader.intAttribute(driver, "queues", range: 1...1024)
+            virtqueueNotification = (try reader.boolAttribute(driver, "ioeventfd"), try reader.boolAttribute(driver, "event_idx"))
             if let mapping = try reader.child(driver, "iothreads") {
                 // Newer than libvirt 9.0, which drops it without a word.
                 throw reader.unsupported(mapping, "per-queue iothread mapping (QEMU's iothread-vq-mapping)")
@@ -340,11 +353,12 @@ extension DomainParser {
             bootOrder: try bootOrder(element))
         disk.startupPolicy = startupPolicy
         disk.removable = removable
-        if iothread != nil || queues != nil {
-            guard bus == .virtio else { throw reader.error(element, "<driver iothread|queues> apply to virtio disks only") }
+        if iothread != nil || queues != nil || virtqueueNotification.ioeventfd != nil || virtqueueNotification.eventIdx != nil {
+            guard bus == .virtio else { throw reader.error(element, "<driver iothread|queues|ioeventfd|event_idx> apply to virtio disks only") }
         }
         disk.iothread = iothread
         disk.queues = queues
+        (disk.ioeventfd, disk.eventIdx) = virtqueueNotification
         disk.ioTune = ioTune
         disk.ioTuneGroup = ioTuneGroup
         (disk.wwn, disk.vendor, disk.product, disk.logicalBlockSize, disk.physicalBlockSize) = identity
@@ -582,7 +596,7 @@ extension DomainParser {
     func parseInterface(_ element: XMLElement) throws -> DomainSpec.Interface {
         let typeRaw = try reader.requiredAttribute(element, "type")
         guard let kind = DomainSpec.Interface.Kind(rawValue: typeRaw) else {
-            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, bridge, mcast, server, client and udp)")
+            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, bridge, network, mcast, server, client and udp)")
         }
         var mac = ""
         var macGenerated = true
@@ -677,6 +691,29 @@ extension DomainParser {
             bridge = name
             if managed == false { throw reader.error(element, "a bridge interface's tap is created by vmshim (managed='no' is for type='ethernet')") }
         }
+        var network: (name: String, portID: String?)?
+        if kind == .network {
+            guard let source = try reader.child(element, "source"), let name = reader.attribute(source, "network"), !name.isEmpty else {
+                throw reader.error(element, "interface type='network' needs <source network='NAME'/> naming a libvirt network")
+            }
+            if reader.attribute(source, "portgroup") != nil {
+                throw reader.unsupported(source, "network port groups (portgroup=)")
+            }
+            if managed == false { throw reader.error(element, "a network interface's tap is created by vmshim (managed='no' is for type='ethernet')") }
+            // The live definition's port and bridge: a reattaching shim releases that port when the VM ends.
+            network = (name, reader.attribute(source, "portid"))
+            if let live = reader.attribute(source, "bridge") { bridge = live }
+        }
+        var sendBuffer: Int?
+        if let tune = try reader.child(element, "tune") {
+            guard kind.usesTap else { throw reader.unsupported(tune, "<tune> on interface type='\(typeRaw)' (it sets a tap's send buffer)") }
+            if let sndbuf = try reader.child(tune, "sndbuf") {
+                guard let value = Int(sndbuf.text.trimmingWhitespace()), value >= 0 else {
+                    throw reader.error(sndbuf, "<sndbuf> must be a number of bytes")
+                }
+                sendBuffer = value
+            }
+        }
         var endpoint: (String, String?)?
         if kind == .mcast || kind == .server || kind == .client || kind == .udp {
             endpoint = try parseSocketEndpoint(element, kind: kind)
@@ -685,8 +722,8 @@ extension DomainParser {
         if kind == .user {
             userIP = try parseUserNetworkIPs(element)
         }
-        for unsupported in ["ip", "route", "bandwidth", "filterref", "tune", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
-        where !(unsupported == "source" && (endpoint != nil || bridge != nil)) && !(unsupported == "ip" && kind == .user) {
+        for unsupported in ["ip", "route", "bandwidth", "filterref", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
+        where !(unsupported == "source" && (endpoint != nil || bridge != nil || network != nil)) && !(unsupported == "ip" && kind == .user) {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
@@ -699,6 +736,9 @@ extension DomainParser {
         }
         nic.virtioTuning = tuning
         nic.bridge = bridge
+        nic.network = network?.name
+        nic.networkPortID = network?.portID
+        nic.sendBuffer = sendBuffer
         nic.socketEndpoint = endpoint?.0
         nic.socketLocal = endpoint?.1
         nic.nonTransitional = nonTransitional

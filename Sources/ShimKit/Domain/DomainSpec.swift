@@ -503,6 +503,9 @@ extension DomainSpec {
         /// virtio: `<driver iothread queues>`.
         public var iothread: Int?
         public var queues: Int?
+        /// virtio: `<driver ioeventfd event_idx>`, QEMU's virtqueue notification knobs.
+        public var ioeventfd: Bool? = nil
+        public var eventIdx: Bool? = nil
         /// usb and scsi: `<target removable>`.
         public var removable: Bool?
     }
@@ -545,9 +548,9 @@ extension DomainSpec {
 
     public struct Interface: Sendable, Equatable {
         public enum Kind: String, Sendable {
-            case user, ethernet, bridge, mcast, server, client, udp
+            case user, ethernet, bridge, network, mcast, server, client, udp
             /// Backed by a tap device the shim opens.
-            public var usesTap: Bool { self == .ethernet || self == .bridge }
+            public var usesTap: Bool { self == .ethernet || self == .bridge || self == .network }
         }
         public enum Model: String, Sendable { case virtio, e1000, e1000e, rtl8139 }
         public var kind: Kind
@@ -567,8 +570,15 @@ extension DomainSpec {
         public var romEnabled: Bool? = nil
         public var romBar: Bool? = nil
         public var romFile: String? = nil
-        /// bridge: `<source bridge>`, the host bridge the tap joins.
+        /// bridge: `<source bridge>`, the host bridge the tap joins; network:
+        /// the bridge of the port libvirt's network service gave (filled at start).
         public var bridge: String?
+        /// network: `<source network>`, a libvirt virtual network.
+        public var network: String? = nil
+        /// network: the libvirt network port vmshim holds (`<source portid>`).
+        public var networkPortID: String? = nil
+        /// ethernet, bridge, network: `<tune><sndbuf>`, the tap's send buffer in bytes.
+        public var sendBuffer: Int? = nil
         /// mcast/server/client/udp: QEMU's socket netdev endpoint
         /// (`<source address port>`) and, for udp, `<local address port>`.
         public var socketEndpoint: String?

@@ -207,6 +207,11 @@ public struct LiveXML {
             if node.firstElement(named: "mac") == nil {
                 node.insertChild(XMLElement(name: "mac", attributes: [("address", nic.mac)]), before: ["source", "target", "model"])
             }
+            if nic.kind == .network, let source = node.firstElement(named: "source") {
+                // As libvirt shows it: the port it holds and the bridge that port joined.
+                if let port = nic.networkPortID { source.setAttribute("portid", port) }
+                if let bridge = nic.bridge { source.setAttribute("bridge", bridge) }
+            }
             if let tap = runtime.tapNames[nic.alias] {
                 node.child(named: "target").setAttribute("dev", tap)
             }

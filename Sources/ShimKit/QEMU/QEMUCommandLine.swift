@@ -581,6 +581,8 @@ public struct QEMUCommandLine {
             case .virtio:
                 device["driver"] = disk.nonTransitional ? "virtio-blk-pci-non-transitional" : "virtio-blk-pci"
                 if let id = disk.iothread { device["iothread"] = .string("iothread\(id)") }
+                if let ioeventfd = disk.ioeventfd { device["ioeventfd"] = .bool(ioeventfd) }
+                if let eventIdx = disk.eventIdx { device["event_idx"] = .bool(eventIdx) }
                 if let queues = disk.queues { device["num-queues"] = .number(queues) }
                 addPCIAddress(disk.pciAddress, to: &device)
             case .ide:
@@ -654,19 +656,22 @@ public struct QEMUCommandLine {
                 if let length = nic.userIPv6PrefixLength { netdev["ipv6-prefixlen"] = .number(length) }
                 netdev["id"] = .string(netdevID)
                 add("-netdev", JSONValue.object(netdev).description)
-            case .ethernet, .bridge:
+            case .ethernet, .bridge, .network:
                 let vnetHeader = nic.model == .virtio
                 let queues = nic.virtioTuning.queues ?? 1
                 let fd = passFD(
                     .tap(name: nic.targetDev, vnetHeader: vnetHeader, managed: nic.managedTap, alias: nic.alias, multiQueue: queues > 1))
+                var netdev: JSONObject = ["type": "tap"]
                 if queues > 1 {
                     // One tap fd per queue pair, as libvirt passes them.
                     let more = (1..<queues).map { _ in passFD(.tapQueue(alias: nic.alias, vnetHeader: vnetHeader)) }
-                    let fds = ([fd] + more).map(String.init).joined(separator: ":")
-                    add("-netdev", JSONValue.object(["type": "tap", "fds": .string(fds), "id": .string(netdevID)]).description)
+                    netdev["fds"] = .string(([fd] + more).map(String.init).joined(separator: ":"))
                 } else {
-                    add("-netdev", JSONValue.object(["type": "tap", "fd": .string("\(fd)"), "id": .string(netdevID)]).description)
+                    netdev["fd"] = .string("\(fd)")
                 }
+                if let sendBuffer = nic.sendBuffer { netdev["sndbuf"] = .number(sendBuffer) }
+                netdev["id"] = .string(netdevID)
+                add("-netdev", JSONValue.object(netdev).description)
             case .mcast, .server, .client, .udp:
                 // libvirt 9.0's socket netdevs: mcast, listen, connect, udp with localaddr.
                 let key = ["mcast": "mcast", "server": "listen", "client": "connect", "udp": "udp"][nic.kind.rawValue] ?? "mcast"

@@ -32,6 +32,10 @@ public actor VMSupervisor {
     private var runtime = LiveXML.Runtime()
     private var qemuVersion = ""
     private var createdSockets: [String] = []
+    /// Ports on libvirt networks this VM's interfaces hold.
+    private var networkPorts: [LibvirtNetworks.Port] = []
+    /// Ports a dead predecessor's QEMU held, given back before a new start.
+    private var stalePorts: [LibvirtNetworks.Port] = []
     private var lock: RunDirectoryLock?
     private var reattachCandidate: StatusFile?
     /// A QEMU this shim must not take down with it (lost monitor, failed reattach).
@@ -188,6 +192,7 @@ public actor VMSupervisor {
                 reattachCandidate = previous
             } else {
                 logger.notice("removing the stale run directory of a VM that is no longer running")
+                stalePorts += LibvirtNetworks.ports(inLiveXML: previous.liveXML)
                 cleanRunDirectoryFiles()
             }
         }
@@ -207,6 +212,7 @@ public actor VMSupervisor {
             if let stale = ProcessHandle.attach(pid: qemu.pid), qemu.isAlive {
                 _ = await stale.terminate(grace: config.destroyGrace)
             }
+            stalePorts += LibvirtNetworks.ports(inLiveXML: previous.liveXML)
             cleanRunDirectoryFiles()
         } else if let previous = reattachCandidate, let qemu = previous.qemu {
             do {
@@ -303,34 +309,54 @@ public actor VMSupervisor {
             logger.info("host-model CPU: \(expansion.model) with \(expansion.features.count) features listed")
             phases.lap("cpu probe")
         }
-        var zone = tm()
-        var now = time(nil)
-        localtime_r(&now, &zone)
-        let plan = try QEMUCommandLine.plan(
-            spec,
-            context: QEMUCommandLine.Context(
-                runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff),
-                incomingMigration: saved != nil))
-        try FileIO.makeDirectories(config.logDirectory, mode: 0o755)
-        var stream: SaveStream.Source?
-        if let saved {
-            let path = saved.paths.image
-            let image = saved.image
-            let bypass = config.bypassCacheOnRestore
-            stream = try await NIOThreadPool.singleton.runIfActive {
-                try SaveStream.openForRestore(path: path, image: image, bypassCache: bypass)
-            }
+        if !stalePorts.isEmpty {
+            networkPorts = stalePorts
+            stalePorts = []
+            await releaseNetworkPorts()
         }
-        // The VM's own cgroup, made before QEMU exists so a failure costs nothing.
+        if spec.devices.interfaces.contains(where: { $0.kind == .network }) {
+            // Ports on libvirt's networks, taken like libvirt's QEMU driver
+            // takes them; given back if anything below fails.
+            let (unattached, file) = (spec, config.xmlPath)
+            let (attached, ports) = try await NIOThreadPool.singleton.runIfActive { try LibvirtNetworks.attach(unattached, file: file) }
+            spec = attached
+            networkPorts = ports
+            phases.lap("network ports")
+        }
+        let plan: LaunchPlan
+        var stream: SaveStream.Source?
         var cgroups: Cgroups?
-        if spec.registerCgroup {
-            let (name, tuning, vcpus) = (spec.name, spec.tuning, spec.vcpus.current)
-            let made = try await NIOThreadPool.singleton.runIfActive { () throws -> (Cgroups, Cgroups.Placement) in
-                let host = try Cgroups.host()
-                return (host, try host.create(domain: name, tuning: tuning, vcpus: vcpus))
+        do {
+            var zone = tm()
+            var now = time(nil)
+            localtime_r(&now, &zone)
+            plan = try QEMUCommandLine.plan(
+                spec,
+                context: QEMUCommandLine.Context(
+                    runDirectory: runDirectory, now: Int64(now), localTimeOffset: Int64(zone.tm_gmtoff),
+                    incomingMigration: saved != nil))
+            try FileIO.makeDirectories(config.logDirectory, mode: 0o755)
+            if let saved {
+                let path = saved.paths.image
+                let image = saved.image
+                let bypass = config.bypassCacheOnRestore
+                stream = try await NIOThreadPool.singleton.runIfActive {
+                    try SaveStream.openForRestore(path: path, image: image, bypassCache: bypass)
+                }
             }
-            cgroups = made.0
-            cgroup = made.1
+            // The VM's own cgroup, made before QEMU exists so a failure costs nothing.
+            if spec.registerCgroup {
+                let (name, tuning, vcpus) = (spec.name, spec.tuning, spec.vcpus.current)
+                let made = try await NIOThreadPool.singleton.runIfActive { () throws -> (Cgroups, Cgroups.Placement) in
+                    let host = try Cgroups.host()
+                    return (host, try host.create(domain: name, tuning: tuning, vcpus: vcpus))
+                }
+                cgroups = made.0
+                cgroup = made.1
+            }
+        } catch {
+            await releaseNetworkPorts()
+            throw error
         }
         phases.lap("plan+cgroup")
         let launched: QEMULauncher.Launched
@@ -340,6 +366,7 @@ public actor VMSupervisor {
                 runAs: config.qemuCredentials)
         } catch {
             await removeCgroup()
+            await releaseNetworkPorts()
             throw error
         }
         process = launched.process
@@ -823,6 +850,20 @@ public actor VMSupervisor {
         FileIO.remove(config.runDirectory.statusFile)
         qemuIdentity = nil
         await removeCgroup()
+        await releaseNetworkPorts()
+    }
+
+    /// Gives the VM's libvirt network ports back once QEMU is gone; what
+    /// cannot be deleted is logged.
+    private func releaseNetworkPorts() async {
+        let ports = networkPorts
+        networkPorts = []
+        guard !ports.isEmpty else { return }
+        let failures = (try? await NIOThreadPool.singleton.runIfActive { LibvirtNetworks.release(ports) })
+            ?? ports.map { "port \($0.uuid) on network '\($0.network)'" }
+        for failure in failures {
+            logger.warning("could not delete libvirt network \(failure); delete it with 'virsh net-port-delete'")
+        }
     }
 
     /// Removes QEMU's cgroup once QEMU is gone; what cannot be removed is logged.
@@ -859,6 +900,11 @@ public actor VMSupervisor {
         process = handle
         qemuIdentity = qemu
         reattached = true
+        // The predecessor's libvirt network ports: given back when QEMU ends.
+        networkPorts = spec.devices.interfaces.compactMap { nic in
+            guard nic.kind == .network, let network = nic.network, let port = nic.networkPortID else { return nil }
+            return LibvirtNetworks.Port(network: network, uuid: port)
+        }
         // The predecessor's cgroup: this shim removes it when QEMU ends.
         cgroup = previous.cgroupDirectories.isEmpty ? nil : Cgroups.Placement(directories: previous.cgroupDirectories)
         if previous.startedAt > 0 { startedAt = previous.startedAt }
@@ -1117,6 +1163,7 @@ public actor VMSupervisor {
             config.runDirectory.remove()
             Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
             await removeCgroup()
+            await releaseNetworkPorts()
         }
         lock = nil
     }

@@ -658,6 +658,63 @@ import Testing
         }
     }
 
+    /// type='network' NICs are taps like bridge ones (the bridge comes from
+    /// libvirt's port at start); `<tune><sndbuf>` goes on the tap netdev;
+    /// a live definition's port and bridge are read back.
+    @Test func networkNICsAndSendBuffers() throws {
+        let xml = domainXML(devices: """
+                <interface type='network'><mac address='52:54:00:00:00:61'/><source network='default'/><model type='virtio'/><tune><sndbuf>1600</sndbuf></tune><mtu size='9000'/></interface>
+                <interface type='network'><mac address='52:54:00:00:00:62'/><source network='lab' portid='0333bca2-7499-42ac-816d-836b4b75a491' bridge='virbr1'/><model type='e1000'/></interface>
+            """)
+        let spec = try Fixtures.prepare(xml)
+        #expect(spec.devices.interfaces.map(\.network) == ["default", "lab"])
+        #expect(spec.devices.interfaces[1].networkPortID == "0333bca2-7499-42ac-816d-836b4b75a491")
+        #expect(spec.devices.interfaces[1].bridge == "virbr1")
+        let args = try Fixtures.plan(xml).arguments
+        let netdevs = args.indices.dropLast().filter { args[$0] == "-netdev" }.map { args[$0 + 1] }
+        #expect(netdevs == [#"{"type":"tap","fd":"4","sndbuf":1600,"id":"hostnet0"}"#, #"{"type":"tap","fd":"5","id":"hostnet1"}"#])
+        #expect(devices(try Fixtures.plan(xml)).contains { $0.contains(#""host_mtu":9000"#) })
+        for (bad, fragment) in [
+            ("<interface type='network'/>", "needs <source network='NAME'/>"),
+            ("<interface type='network'><source network='default' portgroup='web'/></interface>", "portgroup"),
+            ("<interface type='network'><source network='default'/><target dev='tap0' managed='no'/></interface>", "managed='no'"),
+            ("<interface type='user'><tune><sndbuf>1</sndbuf></tune></interface>", "<tune>"),
+            ("<interface type='bridge'><source bridge='br0'/><tune><sndbuf>lots</sndbuf></tune></interface>", "number of bytes"),
+        ] {
+            #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(domainXML(devices: "    " + bad)) }
+            do { _ = try Fixtures.prepare(domainXML(devices: "    " + bad)) } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
+
+    /// Controllers without index= get the lowest index their type does not
+    /// use, in document order, as libvirt assigns them (virt-install's
+    /// pcie-root and root ports may come without one).
+    @Test func controllersWithoutIndexGetTheLowestFreeOne() throws {
+        let xml = domainXML(devices: """
+                <controller type='pci' model='pcie-root'/>
+                <controller type='pci' model='pcie-root-port'/>
+                <controller type='pci' index='2' model='pcie-root-port'/>
+                <controller type='pci' model='pcie-root-port'/>
+                <controller type='usb' model='qemu-xhci'/>
+            """, machine: "q35")
+        let spec = try Fixtures.prepare(xml)
+        let pci = spec.devices.controllers.filter { $0.kind == .pci }.sorted { ($0.xmlIndex ?? 99) < ($1.xmlIndex ?? 99) }
+        #expect(pci.prefix(4).map(\.index) == [0, 1, 2, 3])
+        #expect(spec.devices.controllers.first { $0.kind == .usb }?.index == 0)
+    }
+
+    /// `<driver ioeventfd event_idx>` on virtio disks, in libvirt's key order.
+    @Test func virtioDiskNotificationKnobs() throws {
+        let xml = domainXML(devices: "    <disk type='file' device='disk'><driver name='qemu' type='raw' ioeventfd='off' event_idx='on' queues='2'/><source file='/var/lib/a.img'/><target dev='vda' bus='virtio'/></disk>")
+        let device = try #require(devices(try Fixtures.plan(xml)).first { $0.contains("virtio-blk-pci") })
+        #expect(device.hasPrefix(#"{"driver":"virtio-blk-pci","ioeventfd":false,"event_idx":true,"num-queues":2,"#), "\(device)")
+        #expect(throws: ShimError.self) {
+            try Fixtures.prepare(domainXML(devices: "    <disk type='file' device='disk'><driver name='qemu' event_idx='on'/><source file='/var/lib/a.img'/><target dev='sda' bus='sata'/></disk>"))
+        }
+    }
+
     @Test func intelIOMMUOnQ35() throws {
         let xml = domainXML(devices: "    <iommu model='intel'><driver caching_mode='on' iotlb='on' aw_bits='48'/></iommu>", machine: "q35")
         let args = try Fixtures.plan(xml).arguments

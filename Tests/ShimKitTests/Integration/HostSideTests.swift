@@ -72,6 +72,98 @@ import Testing
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
 
+    /// `<interface type='network'>` on a real libvirt network (an isolated
+    /// one this test creates): the shim takes a port from libvirt's network
+    /// service, joins its tap to the network's bridge and shows the port in
+    /// the live XML; a shim that reattaches after kill -9 gives the port
+    /// back when the VM ends; a port a dead run left behind is deleted at
+    /// the next start; a missing or inactive network stops the start with
+    /// nothing left over.
+    @Test func networkInterfacesTakeAndGiveBackLibvirtPorts() async throws {
+        let network = "vmshim-it-net", bridge = "vmshimitn0"
+        let scratch = try Fixtures.scratchDirectory("itnet")
+        defer { FileIO.removeTree(scratch) }
+        try "<network><name>\(network)</name><bridge name='\(bridge)'/></network>"
+            .write(toFile: scratch + "/net.xml", atomically: true, encoding: .utf8)
+        _ = try Self.virsh(["net-destroy", network])
+        #expect(try Self.virsh(["net-create", scratch + "/net.xml"]).status == 0, "libvirtd must run: scripts/start-libvirt.sh")
+        defer { _ = try? Self.virsh(["net-destroy", network]) }
+        func ports() throws -> [String] {
+            try Self.virsh(["net-port-list", network, "--uuid"]).out.split(separator: "\n").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+        }
+        let nic = "<interface type='network'><source network='\(network)'/><model type='virtio'/></interface>"
+
+        let vm = try ShimHarness(name: "it-network", .init(extraDevices: nic))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let held = try ports()
+        #expect(held.count == 1)
+        let port = try #require(held.first)
+        let owner = try Self.virsh(["net-port-dumpxml", network, port]).out
+        #expect(owner.contains("<name>it-network</name>"), "\(owner)")
+        let live = try StatusFile.read(from: vm.runDirectory + "/status.json").liveXML
+        #expect(live.contains("portid='\(port)'") && live.contains("bridge='\(bridge)'"), "\(live)")
+        let taps = FileIO.listDirectory("/sys/class/net/\(bridge)/brif")
+        #expect(taps.count == 1, "the tap joined the network's bridge")
+
+        // kill -9 the shim; the new one reattaches and gives the port back at the end.
+        vm.signalShim(SIGKILL)
+        _ = await vm.waitForExit(timeout: .seconds(10))
+        try vm.start()
+        try await vm.waitFor("reattach") { (try? vm.status())?["reattached"]?.boolValue == true }
+        #expect(try ports() == [port])
+        #expect(try vm.cli(["destroy", "it-network"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(try ports().isEmpty)
+
+        // Shim and QEMU both killed: the next start deletes the dead run's port.
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let stale = try ports()
+        vm.signalShim(SIGKILL)
+        _ = await vm.waitForExit(timeout: .seconds(10))
+        for pid in vm.qemuPIDs() { kill(pid, SIGKILL) }
+        try await vm.waitFor("QEMU to die") { vm.qemuPIDs().isEmpty }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let fresh = try ports()
+        #expect(fresh.count == 1 && Set(fresh).isDisjoint(with: stale), "stale \(stale), now \(fresh)")
+        #expect(try vm.cli(["destroy", "it-network"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(try ports().isEmpty)
+
+        // A network that is not there, then one that is not active.
+        for (name, fragment) in [("vmshim-it-nonet", "does not exist"), ("vmshim-it-down", "not active")] {
+            if name == "vmshim-it-down" {
+                try "<network><name>\(name)</name><bridge name='vmshimitn1'/></network>".write(toFile: scratch + "/down.xml", atomically: true, encoding: .utf8)
+                #expect(try Self.virsh(["net-define", scratch + "/down.xml"]).status == 0)
+            }
+            defer { if name == "vmshim-it-down" { _ = try? Self.virsh(["net-undefine", name]) } }
+            let failing = try ShimHarness(
+                name: "it-nonet", .init(extraDevices: "<interface type='network'><source network='\(name)'/></interface>"))
+            defer { failing.tearDown() }
+            try failing.start(["--paused"])
+            #expect(await failing.waitForExit(timeout: .seconds(30)) == ShimOutcome.Code.startFailed)
+            #expect(failing.output.contains("network '\(name)'") && failing.output.contains(fragment), "\(failing.output)")
+            #expect(failing.qemuPIDs().isEmpty)
+            #expect(!FileIO.exists(failing.runDirectory))
+        }
+    }
+
+    static func virsh(_ arguments: [String]) throws -> (status: Int32, out: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/virsh")
+        process.arguments = ["-q", "-c", "qemu:///system"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
     /// `<vcpu cpuset>` is QEMU's affinity, in every thread, as libvirt pins it.
     @Test func cpusetBecomesQEMUsAffinity() async throws {
         let vm = try ShimHarness(name: "it-cpuset", .init(vcpuCpuset: "0"))
