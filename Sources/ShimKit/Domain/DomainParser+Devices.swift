@@ -1232,9 +1232,9 @@ extension DomainParser {
         return rng
     }
 
-    /// `<iommu model='intel'>` with the `<driver>` settings QEMU's emulated VT-d
-    /// honours under TCG. Interrupt remapping (and so `eim`) needs a split
-    /// irqchip, which needs KVM, and is refused.
+    /// `<iommu model='intel'>` with its `<driver>` settings. Interrupt
+    /// remapping needs `<ioapic driver='qemu'/>` (checked with the features);
+    /// `eim` needs it and KVM's split irqchip, so it is refused under TCG.
     func parseIOMMU(_ element: XMLElement) throws -> DomainSpec.IOMMU {
         let modelName = try reader.requiredAttribute(element, "model")
         guard let model = DomainSpec.IOMMU.Model(rawValue: modelName) else {
@@ -1249,8 +1249,10 @@ extension DomainParser {
             iommu.pciAddress = try pciAddress(element)
         }
         if let driver = try reader.child(element, "driver") {
-            for attribute in ["intremap", "eim"] where try reader.boolAttribute(driver, attribute) == true {
-                throw reader.unsupported(driver, "iommu \(attribute)='on' (interrupt remapping needs a split irqchip, which needs KVM)")
+            iommu.interruptRemapping = try reader.boolAttribute(driver, "intremap")
+            iommu.extendedInterruptMode = try reader.boolAttribute(driver, "eim")
+            if iommu.extendedInterruptMode == true, iommu.interruptRemapping != true {
+                throw reader.error(driver, "eim='on' needs intremap='on' (libvirt refuses it too)")
             }
             iommu.cachingMode = try reader.boolAttribute(driver, "caching_mode")
             iommu.deviceIOTLB = try reader.boolAttribute(driver, "iotlb")

@@ -93,6 +93,15 @@ public struct DomainParser {
                 emulator = named
             }
             devices = try parseDevices(devicesElement, os: os)
+            if let iommu = devices.iommu, iommu.interruptRemapping == true, let element = devicesElement.firstElement(named: "iommu") {
+                // libvirt's checks (qemu_validate.c); QEMU's own for eim.
+                guard features.ioapicDriver == "qemu" else {
+                    throw reader.error(element, "IOMMU interrupt remapping requires split I/O APIC: add <ioapic driver='qemu'/> to <features>")
+                }
+                if iommu.extendedInterruptMode == true, virtType != .kvm {
+                    throw reader.unsupported(element, "iommu eim='on' with type='qemu' (QEMU needs KVM's split irqchip for it)")
+                }
+            }
         }
 
         var spec = DomainSpec(

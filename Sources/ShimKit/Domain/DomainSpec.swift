@@ -771,7 +771,9 @@ extension DomainSpec {
         public enum Model: String, Sendable { case intel, virtio }
         public var model: Model = .intel
         public var pciAddress: PCIAddress?
-        /// `<driver caching_mode iotlb aw_bits>` (intel).
+        /// `<driver intremap eim caching_mode iotlb aw_bits>` (intel).
+        public var interruptRemapping: Bool? = nil
+        public var extendedInterruptMode: Bool? = nil
         public var cachingMode: Bool?
         public var deviceIOTLB: Bool?
         public var addressWidthBits: Int?

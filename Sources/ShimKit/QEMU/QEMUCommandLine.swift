@@ -1006,7 +1006,10 @@ public struct QEMUCommandLine {
             return
         }
         var props: JSONObject = ["driver": "intel-iommu", "id": .string(iommu.alias)]
+        // libvirt's order; the two interrupt settings are QEMU's OnOffAuto, hence strings.
+        if let value = iommu.interruptRemapping { props["intremap"] = .string(value ? "on" : "off") }
         if let value = iommu.cachingMode { props["caching-mode"] = .bool(value) }
+        if let value = iommu.extendedInterruptMode { props["eim"] = .string(value ? "on" : "off") }
         if let value = iommu.deviceIOTLB { props["device-iotlb"] = .bool(value) }
         if let value = iommu.addressWidthBits { props["aw-bits"] = .number(value) }
         addDevice(props)

@@ -727,4 +727,30 @@ import Testing
             #expect(throws: ShimError.self, "\(devices)") { try Fixtures.prepare(domainXML(devices: "    " + devices, machine: machine)) }
         }
     }
+
+    /// Interrupt remapping with the split I/O APIC libvirt requires for it,
+    /// spelled as libvirt 9.0 spells it; eim needs KVM.
+    @Test func intelIOMMUInterruptRemapping() throws {
+        func guest(_ driver: String, ioapic: Bool = true, type: String = "qemu") -> String {
+            domainXML(devices: "    <iommu model='intel'><driver \(driver)/></iommu>", type: type, machine: "q35")
+                .replacingOccurrences(of: "<on_poweroff>", with: ioapic ? "<features><acpi/><ioapic driver='qemu'/></features><on_poweroff>" : "<on_poweroff>")
+        }
+        let args = try Fixtures.plan(guest("intremap='on' caching_mode='on'")).arguments
+        #expect(args.contains(#"{"driver":"intel-iommu","id":"iommu0","intremap":"on","caching-mode":true}"#), "\(args)")
+        #expect(args.contains { $0.contains("kernel_irqchip=split") })
+        let kvm = try Fixtures.plan(guest("intremap='on' eim='on'", type: "kvm")).arguments
+        #expect(kvm.contains(#"{"driver":"intel-iommu","id":"iommu0","intremap":"on","eim":"on"}"#), "\(kvm)")
+        for (xml, fragment) in [
+            (guest("intremap='on'", ioapic: false), "<ioapic driver='qemu'/>"),
+            (guest("intremap='on' eim='on'"), "eim='on' with type='qemu'"),
+            (guest("eim='on'"), "needs intremap='on'"),
+        ] {
+            do {
+                _ = try Fixtures.prepare(xml)
+                Issue.record("accepted: \(xml)")
+            } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
 }
