@@ -463,12 +463,16 @@ public struct DomainDefaults {
                 throw error("<audio type='spice'> needs <graphics type='spice'>; use <audio type='none'> or add SPICE graphics", at: spec.devices.audioLine)
             }
         }
+        for sound in spec.devices.sounds where sound.model == .usb && (usbModel == "none" || usbModel == nil) {
+            throw error("a USB sound device needs a USB controller, but the domain has model='none'", at: sound.xmlLine)
+        }
         for redirdev in spec.devices.redirdevs where usbModel == "none" || usbModel == nil {
             throw error("a USB redirection device needs a USB controller, but the domain has model='none'", at: redirdev.xmlLine)
         }
         let usbDevices: [(port: String?, line: Int?)] =
             spec.devices.disks.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
             + spec.devices.inputs.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
+            + spec.devices.sounds.filter { $0.model == .usb }.map { ($0.usbPort, $0.xmlLine) }
             + spec.devices.redirdevs.map { ($0.usbPort, $0.xmlLine) }
         if let usbModel, usbModel != "none", !usbDevices.isEmpty {
             let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 && $0.usbMasterStartPort == nil }

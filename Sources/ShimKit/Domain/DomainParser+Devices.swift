@@ -1269,7 +1269,8 @@ extension DomainParser {
     func parseSound(_ element: XMLElement) throws -> DomainSpec.Sound {
         let modelRaw = try reader.requiredAttribute(element, "model")
         guard let model = DomainSpec.Sound.Model(rawValue: modelRaw) else {
-            throw reader.unsupported(element, "sound model '\(modelRaw)' (supported: ich9, ich6, ac97)")
+            let why = modelRaw == "pcspk" ? "; QEMU 7.2 dropped -soundhw, so libvirt 9.0 fails on it too" : ""
+            throw reader.unsupported(element, "sound model '\(modelRaw)' (supported: ich9, ich6, ac97, es1370, sb16, usb\(why))")
         }
         var sound = DomainSpec.Sound(model: model)
         for codec in reader.children(element, "codec") {
@@ -1277,14 +1278,22 @@ extension DomainParser {
             guard ["duplex", "micro", "output"].contains(type) else {
                 throw reader.error(codec, "codec type='\(type)' must be duplex, micro or output")
             }
-            guard model != .ac97 else { throw reader.error(codec, "an ac97 sound device has no HDA codecs") }
+            guard model.isHDA else { throw reader.error(codec, "a \(model.rawValue) sound device has no HDA codecs") }
             sound.codecs.append(type)
         }
         if let audio = try reader.child(element, "audio") {
             guard try reader.intAttribute(audio, "id") == 1 else { throw reader.unsupported(audio, "an audio backend other than id 1 (vmshim has one backend)") }
         }
         sound.alias = try userAlias(element)
-        sound.pciAddress = try pciAddress(element)
+        switch try parseAddress(element) {
+        case nil: break
+        case .pci(let address)? where model.isPCI: sound.pciAddress = address
+        case .usb(let port)? where model == .usb: sound.usbPort = port
+        default:
+            throw reader.error(
+                element.firstElement(named: "address") ?? element,
+                model == .sb16 ? "an sb16 sound device is ISA and takes no address" : "a \(model.rawValue) sound device takes a \(model == .usb ? "USB" : "PCI") address")
+        }
         return sound
     }
 

@@ -785,9 +785,18 @@ extension DomainSpec {
     }
 
     public struct Sound: Sendable, Equatable {
-        /// ich9 (`ich9-intel-hda`), ich6 (`intel-hda`) or ac97 (`AC97`).
-        public enum Model: String, Sendable { case ich9, ich6, ac97 }
+        /// ich9 (`ich9-intel-hda`), ich6 (`intel-hda`), ac97 (`AC97`),
+        /// es1370 (`ES1370`), sb16 (ISA) or usb (`usb-audio`).
+        public enum Model: String, Sendable {
+            case ich9, ich6, ac97, es1370, sb16, usb
+            /// An Intel HDA controller, with codecs.
+            public var isHDA: Bool { self == .ich9 || self == .ich6 }
+            /// On a PCI bus (sb16 is ISA, usb on a USB port).
+            public var isPCI: Bool { self != .sb16 && self != .usb }
+        }
         public var model: Model
+        /// usb: `<address type='usb' port>`; nil takes the first free port.
+        public var usbPort: String? = nil
         /// HDA codecs: duplex (default), micro, output.
         public var codecs: [String] = []
         public var alias: String = ""

@@ -121,7 +121,7 @@ struct PCIAddressAssigner {
             list.append(Consumer(device: .interface(i), name: nic.alias, isExpress: nic.model == .virtio || nic.model == .e1000e))
         }
         // Sound cards (all conventional PCI) right after the interfaces.
-        for (i, sound) in spec.devices.sounds.enumerated() where sound.pciAddress == nil {
+        for (i, sound) in spec.devices.sounds.enumerated() where sound.pciAddress == nil && sound.model.isPCI {
             list.append(Consumer(device: .sound(i), name: sound.alias, isExpress: false))
         }
         // 3. Other controllers in controller-array order.

@@ -793,11 +793,12 @@ public struct QEMUCommandLine {
     // MARK: - Input, graphics, video
 
     /// USB ports by device alias. Like libvirt: explicit ports are kept, the
-    /// others take the first free one, disks before input devices.
+    /// others take the first free one: disks, input devices, sound, redirection.
     var usbPorts: [String: String] {
         let usbDisks = spec.devices.disks.filter { $0.bus == .usb }
         let usbInputs = spec.devices.inputs.filter { $0.bus == .usb }
         let devices = usbDisks.map { ($0.alias, $0.usbPort) } + usbInputs.map { ($0.alias, $0.usbPort) }
+            + spec.devices.sounds.filter { $0.model == .usb }.map { ($0.alias, $0.usbPort) }
             + spec.devices.redirdevs.map { ($0.alias, $0.usbPort) }
         let explicitPorts = Set(devices.compactMap(\.1))
         var nextPort = 1
@@ -1016,17 +1017,24 @@ public struct QEMUCommandLine {
     }
 
     mutating func addSounds() {
+        let ports = usbPorts
         for sound in spec.devices.sounds {
             var props: JSONObject
             switch sound.model {
-            case .ac97:
-                props = ["driver": "AC97", "id": .string(sound.alias), "audiodev": "audio1"]
+            case .ac97, .es1370, .sb16:
+                let driver = ["ac97": "AC97", "es1370": "ES1370", "sb16": "sb16"][sound.model.rawValue] ?? "AC97"
+                props = ["driver": .string(driver), "id": .string(sound.alias), "audiodev": "audio1"]
+            case .usb:
+                props = [
+                    "driver": "usb-audio", "id": .string(sound.alias), "audiodev": "audio1", "bus": "usb.0",
+                    "port": .string(ports[sound.alias] ?? "1"),
+                ]
             case .ich6, .ich9:
                 props = ["driver": .string(sound.model == .ich9 ? "ich9-intel-hda" : "intel-hda"), "id": .string(sound.alias)]
             }
             addPCIAddress(sound.pciAddress, to: &props)
             addDevice(props)
-            guard sound.model != .ac97 else { continue }
+            guard sound.model.isHDA else { continue }
             for (cad, codec) in (sound.codecs.isEmpty ? ["duplex"] : sound.codecs).enumerated() {
                 addDevice([
                     "driver": .string("hda-\(codec)"), "id": .string("\(sound.alias)-codec\(cad)"),

@@ -549,7 +549,7 @@ import Testing
         #expect(lines.contains { $0.hasPrefix(#"{"driver":"intel-hda","id":"sound1","bus":"pci."#) })
         #expect(lines.contains(#"{"driver":"hda-micro","id":"sound1-codec0","bus":"sound1.0","cad":0,"audiodev":"audio1"}"#))
         #expect(lines.contains { $0.hasPrefix(#"{"driver":"AC97","id":"sound2","audiodev":"audio1","bus":"pci."#) })
-        let badModel = domainXML(devices: "    <sound model='sb16'/>")
+        let badModel = domainXML(devices: "    <sound model='ich7'/>")
         #expect(throws: ShimError.self) { try Fixtures.plan(badModel) }
     }
 
@@ -683,6 +683,36 @@ import Testing
         ] {
             #expect(throws: ShimError.self, "\(bad)") { try Fixtures.prepare(domainXML(devices: "    " + bad)) }
             do { _ = try Fixtures.prepare(domainXML(devices: "    " + bad)) } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
+
+    /// sb16 (ISA), ES1370 (PCI) and USB audio as libvirt 9.0 writes them; USB
+    /// audio takes its port after input devices and before redirections.
+    @Test func moreSoundModels() throws {
+        let xml = domainXML(devices: """
+                <sound model='usb'/>
+                <input type='tablet' bus='usb'/>
+                <sound model='sb16'/>
+                <sound model='es1370'/>
+            """)
+        let sounds = devices(try Fixtures.plan(xml)).filter { $0.contains("sound") }
+        #expect(sounds == [
+            #"{"driver":"usb-audio","id":"sound0","audiodev":"audio1","bus":"usb.0","port":"2"}"#,
+            #"{"driver":"sb16","id":"sound1","audiodev":"audio1"}"#,
+            #"{"driver":"ES1370","id":"sound2","audiodev":"audio1","bus":"pci.0","addr":"0x2"}"#,
+        ])
+        for (bad, fragment) in [
+            ("<sound model='pcspk'/>", "dropped -soundhw"),
+            ("<sound model='sb16'><address type='pci' domain='0' bus='0' slot='5' function='0'/></sound>", "ISA"),
+            ("<sound model='es1370'><codec type='micro'/></sound>", "no HDA codecs"),
+            ("<sound model='usb'><address type='pci' domain='0' bus='0' slot='5' function='0'/></sound>", "USB address"),
+        ] {
+            do {
+                _ = try Fixtures.prepare(domainXML(devices: "    " + bad))
+                Issue.record("accepted: \(bad)")
+            } catch let error as ShimError {
                 #expect(error.message.contains(fragment), "\(error.message)")
             }
         }
