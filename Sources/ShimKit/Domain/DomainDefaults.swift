@@ -469,32 +469,7 @@ public struct DomainDefaults {
         for redirdev in spec.devices.redirdevs where usbModel == "none" || usbModel == nil {
             throw error("a USB redirection device needs a USB controller, but the domain has model='none'", at: redirdev.xmlLine)
         }
-        let usbDevices: [(port: String?, line: Int?)] =
-            spec.devices.disks.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
-            + spec.devices.inputs.filter { $0.bus == .usb }.map { ($0.usbPort, $0.xmlLine) }
-            + spec.devices.sounds.filter { $0.model == .usb }.map { ($0.usbPort, $0.xmlLine) }
-            + spec.devices.redirdevs.map { ($0.usbPort, $0.xmlLine) }
-        if let usbModel, usbModel != "none", !usbDevices.isEmpty {
-            let controller = spec.devices.controllers.first { $0.kind == .usb && $0.index == 0 && $0.usbMasterStartPort == nil }
-            // libvirt's port counts: UHCI 2, EHCI 6 (companions add none), xHCI `ports` or 4.
-            let capacity =
-                usbModel == "piix3-uhci" || usbModel.hasPrefix("ich9-uhci") ? 2
-                : usbModel == "ehci" || usbModel == "ich9-ehci1" ? 6 : (controller?.ports ?? 4)
-            var taken = Set<String>()
-            for device in usbDevices {
-                guard let port = device.port else { continue }
-                guard taken.insert(port).inserted else { throw error("two USB devices use port \(port)", at: device.line) }
-                if let number = Int(port), number > capacity {
-                    throw error("USB port \(port) does not exist: the \(usbModel) controller has \(capacity)", at: device.line)
-                }
-            }
-            if usbDevices.count > capacity {
-                throw error(
-                    "\(usbDevices.count) USB devices need more than the \(capacity) ports of the \(usbModel) controller; "
-                        + "libvirt would add a USB hub, which vmshim does not do yet",
-                    at: usbDevices[capacity].line, code: .unsupported)
-            }
-        }
+        try assignUSBPorts(&spec, model: usbModel)
         // libvirt always lists a PS/2 mouse and keyboard on x86 (they are part of the chipset).
         for kind in [DomainSpec.Input.Kind.mouse, .keyboard]
         where !spec.devices.inputs.contains(where: { $0.kind == kind && $0.bus == .ps2 }) {
@@ -524,6 +499,70 @@ public struct DomainDefaults {
             }
         }
         if !spec.devices.videos.isEmpty { spec.devices.videos[0].primary = spec.devices.videos[0].model != .none }
+    }
+
+    // MARK: - USB ports
+
+    /// Every USB device's port, as libvirt 9.0 gives them: when the devices
+    /// (hubs included) outnumber the ports (controller's plus 8 per hub),
+    /// libvirt adds ceil((devices − ports + 1) / 7) hubs; explicit ports are
+    /// reserved first (hubs, then the rest), the others take the first free
+    /// port of the controller, else of its hubs depth first, in the order
+    /// hubs, disks, input devices, sound, redirections.
+    func assignUSBPorts(_ spec: inout DomainSpec, model usbModel: String?) throws {
+        var devices = spec.devices
+        for hub in devices.hubs where usbModel == "none" || usbModel == nil {
+            throw error("a USB hub needs a USB controller, but the domain has model='none'", at: hub.xmlLine)
+        }
+        guard let usbModel, usbModel != "none" else { return }
+        let controller = devices.controllers.first { $0.kind == .usb && $0.index == 0 && $0.usbMasterStartPort == nil }
+        // libvirt's port counts: UHCI 2, EHCI 6 (companions add none), xHCI `ports` or 4.
+        let capacity =
+            usbModel == "piix3-uhci" || usbModel.hasPrefix("ich9-uhci") ? 2
+            : usbModel == "ehci" || usbModel == "ich9-ehci1" ? 6 : (controller?.ports ?? 4)
+        let others = devices.disks.filter { $0.bus == .usb }.count + devices.inputs.filter { $0.bus == .usb }.count
+            + devices.sounds.filter { $0.model == .usb }.count + devices.redirdevs.count
+        let count = devices.hubs.count + others
+        let available = capacity + USBPortTree.hubPorts * devices.hubs.count
+        if others > 0, count > available {
+            let needed = (count - available + 1 + USBPortTree.hubPorts - 2) / (USBPortTree.hubPorts - 1)
+            for _ in 0..<needed {
+                var hub = DomainSpec.Hub()
+                hub.implicit = true
+                devices.hubs.append(hub)
+            }
+        }
+        let tree = USBPortTree(rootPorts: capacity, model: usbModel)
+        func reserve(_ port: String?, hub: Bool, line: Int?) throws {
+            guard let port else { return }
+            if let problem = tree.reserve(port, isHub: hub) { throw error(problem, at: line) }
+        }
+        for hub in devices.hubs { try reserve(hub.usbPort, hub: true, line: hub.xmlLine) }
+        for disk in devices.disks where disk.bus == .usb { try reserve(disk.usbPort, hub: false, line: disk.xmlLine) }
+        for input in devices.inputs where input.bus == .usb { try reserve(input.usbPort, hub: false, line: input.xmlLine) }
+        for sound in devices.sounds where sound.model == .usb { try reserve(sound.usbPort, hub: false, line: sound.xmlLine) }
+        for redirdev in devices.redirdevs { try reserve(redirdev.usbPort, hub: false, line: redirdev.xmlLine) }
+        func assign(_ port: inout String?, hub: Bool, line: Int?) throws {
+            guard port == nil else { return }
+            guard let free = tree.takeFirstFree(isHub: hub) else {
+                throw error("no free USB port is left on the \(usbModel) controller and its hubs", at: line)
+            }
+            port = free
+        }
+        for index in devices.hubs.indices { try assign(&devices.hubs[index].usbPort, hub: true, line: devices.hubs[index].xmlLine) }
+        for index in devices.disks.indices where devices.disks[index].bus == .usb {
+            try assign(&devices.disks[index].usbPort, hub: false, line: devices.disks[index].xmlLine)
+        }
+        for index in devices.inputs.indices where devices.inputs[index].bus == .usb {
+            try assign(&devices.inputs[index].usbPort, hub: false, line: devices.inputs[index].xmlLine)
+        }
+        for index in devices.sounds.indices where devices.sounds[index].model == .usb {
+            try assign(&devices.sounds[index].usbPort, hub: false, line: devices.sounds[index].xmlLine)
+        }
+        for index in devices.redirdevs.indices {
+            try assign(&devices.redirdevs[index].usbPort, hub: false, line: devices.redirdevs[index].xmlLine)
+        }
+        spec.devices = devices
     }
 
     // MARK: - Aliases
@@ -613,6 +652,9 @@ public struct DomainDefaults {
         }
         for index in spec.devices.panics.indices {
             spec.devices.panics[index].alias = keep(spec.devices.panics[index].alias, "panic\(index)")
+        }
+        for index in spec.devices.hubs.indices {
+            spec.devices.hubs[index].alias = keep(spec.devices.hubs[index].alias, "hub\(index)")
         }
         for index in spec.devices.redirdevs.indices {
             spec.devices.redirdevs[index].alias = keep(spec.devices.redirdevs[index].alias, "redir\(index)")

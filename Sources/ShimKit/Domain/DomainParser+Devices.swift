@@ -90,6 +90,9 @@ extension DomainParser {
             case "redirdev":
                 child.consumed = true
                 devices.redirdevs.append(try parseRedirdev(child).at(position, line: child.line))
+            case "hub":
+                child.consumed = true
+                devices.hubs.append(try parseHub(child).at(position, line: child.line))
             default:
                 continue  // left unconsumed: reported with its line by the final check
             }
@@ -1142,6 +1145,19 @@ extension DomainParser {
         return redirdev
     }
 
+    func parseHub(_ element: XMLElement) throws -> DomainSpec.Hub {
+        let type = try reader.requiredAttribute(element, "type")
+        guard type == "usb" else { throw reader.error(element, "hub type='\(type)' must be usb") }
+        var hub = DomainSpec.Hub()
+        hub.alias = try userAlias(element)
+        switch try parseAddress(element) {
+        case nil: break
+        case .usb(let port)?: hub.usbPort = port
+        default: throw reader.error(element, "a USB hub takes a USB address")
+        }
+        return hub
+    }
+
     func parseVideo(_ element: XMLElement) throws -> DomainSpec.Video {
         guard let model = try reader.child(element, "model") else {
             throw reader.error(element, "missing <model type=…/>")
@@ -1511,6 +1527,7 @@ extension DocumentPositioned {
 extension DomainSpec.Disk: DocumentPositioned {}
 extension DomainSpec.MemoryDevice: DocumentPositioned {}
 extension DomainSpec.Redirdev: DocumentPositioned {}
+extension DomainSpec.Hub: DocumentPositioned {}
 extension DomainSpec.Controller: DocumentPositioned {}
 extension DomainSpec.Interface: DocumentPositioned {}
 extension DomainSpec.CharDevice: DocumentPositioned {}

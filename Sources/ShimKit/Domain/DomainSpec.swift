@@ -370,6 +370,8 @@ extension DomainSpec {
         public var memoryDevices: [MemoryDevice] = []
         /// `<redirdev bus='usb' type='spicevmc'>`: USB redirection over SPICE.
         public var redirdevs: [Redirdev] = []
+        /// `<hub type='usb'>`s, the XML's then the ones vmshim adds.
+        public var hubs: [Hub] = []
         /// `<audio type>`: none, or spice (the default with SPICE graphics, as in libvirt).
         public var audio: Audio?
         public var audioLine: Int?
@@ -381,6 +383,16 @@ extension DomainSpec {
         public var audioBackend: Audio {
             audio ?? (graphics.contains { $0.kind == .spice } ? .spice : .none)
         }
+    }
+
+    /// `<hub type='usb'>`: a usb-hub with 8 ports. libvirt adds them (implicit)
+    /// when the USB devices outnumber the controller's ports.
+    public struct Hub: Sendable, Equatable {
+        public var usbPort: String?
+        public var alias: String = ""
+        public var implicit = false
+        public var xmlIndex: Int?
+        public var xmlLine: Int?
     }
 
     public struct Redirdev: Sendable, Equatable {

@@ -315,6 +315,14 @@ public struct LiveXML {
             guard let node = element(devices, "redirdev", redirdev.xmlIndex) else { continue }
             setAlias(node, redirdev.alias)
         }
+        for hub in spec.devices.hubs {
+            // The hubs libvirt adds are written out with their port, as libvirt's define does.
+            let node = element(devices, "hub", hub.xmlIndex) ?? devices.appendChild(XMLElement(name: "hub", attributes: [("type", "usb")]))
+            setAlias(node, hub.alias)
+            if let port = hub.usbPort, node.firstElement(named: "address") == nil {
+                node.appendChild(XMLElement(name: "address", attributes: [("type", "usb"), ("bus", "0"), ("port", port)]))
+            }
+        }
         for graphics in spec.devices.graphics {
             guard let node = element(devices, "graphics", graphics.xmlIndex) else { continue }
             if let port = graphics.port {

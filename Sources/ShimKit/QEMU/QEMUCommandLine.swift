@@ -89,6 +89,7 @@ public struct QEMUCommandLine {
         addIOMMU()
         addControllers()
         addMemoryDevices()
+        addHubs()
         try addDisks()
         addInterfaces()
         addCharDevices()
@@ -792,27 +793,22 @@ public struct QEMUCommandLine {
 
     // MARK: - Input, graphics, video
 
-    /// USB ports by device alias. Like libvirt: explicit ports are kept, the
-    /// others take the first free one: disks, input devices, sound, redirection.
+    /// USB ports by device alias, as DomainDefaults assigned them.
     var usbPorts: [String: String] {
-        let usbDisks = spec.devices.disks.filter { $0.bus == .usb }
-        let usbInputs = spec.devices.inputs.filter { $0.bus == .usb }
-        let devices = usbDisks.map { ($0.alias, $0.usbPort) } + usbInputs.map { ($0.alias, $0.usbPort) }
-            + spec.devices.sounds.filter { $0.model == .usb }.map { ($0.alias, $0.usbPort) }
-            + spec.devices.redirdevs.map { ($0.alias, $0.usbPort) }
-        let explicitPorts = Set(devices.compactMap(\.1))
-        var nextPort = 1
         var ports: [String: String] = [:]
-        for (alias, explicit) in devices {
-            if let explicit {
-                ports[alias] = explicit
-                continue
-            }
-            while explicitPorts.contains("\(nextPort)") { nextPort += 1 }
-            ports[alias] = "\(nextPort)"
-            nextPort += 1
-        }
+        let devices = spec.devices
+        for disk in devices.disks where disk.bus == .usb { ports[disk.alias] = disk.usbPort }
+        for input in devices.inputs where input.bus == .usb { ports[input.alias] = input.usbPort }
+        for sound in devices.sounds where sound.model == .usb { ports[sound.alias] = sound.usbPort }
+        for redirdev in devices.redirdevs { ports[redirdev.alias] = redirdev.usbPort }
         return ports
+    }
+
+    /// USB hubs, after the memory devices and before the disks, as libvirt orders them.
+    mutating func addHubs() {
+        for hub in spec.devices.hubs {
+            addDevice(["driver": "usb-hub", "id": .string(hub.alias), "bus": "usb.0", "port": .string(hub.usbPort ?? "1")])
+        }
     }
 
     mutating func addInputs() {

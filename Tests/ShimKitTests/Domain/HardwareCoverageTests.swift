@@ -111,13 +111,65 @@ import Testing
                 <input type='mouse' bus='usb'/>
                 <input type='keyboard' bus='usb'/>
             """)
-        // piix3-uhci has two ports; libvirt would add a hub.
-        #expect(throws: ShimError.self) { try Fixtures.plan(three) }
+        // piix3-uhci has two ports: libvirt adds a hub on port 1 and fills
+        // the controller's free port before the hub's.
+        let hubbed = devices(try Fixtures.plan(three)).filter { $0.contains("usb.0") }
+        #expect(hubbed == [
+            #"{"driver":"usb-hub","id":"hub0","bus":"usb.0","port":"1"}"#,
+            #"{"driver":"usb-tablet","id":"input0","bus":"usb.0","port":"2"}"#,
+            #"{"driver":"usb-mouse","id":"input1","bus":"usb.0","port":"1.1"}"#,
+            #"{"driver":"usb-kbd","id":"input2","bus":"usb.0","port":"1.2"}"#,
+        ])
         let clash = domainXML(devices: """
                 <input type='tablet' bus='usb'><address type='usb' bus='0' port='1'/></input>
                 <disk type='file' device='disk'><source file='/a'/><target dev='sdb' bus='usb'/><address type='usb' bus='0' port='1'/></disk>
             """)
         #expect(throws: ShimError.self) { try Fixtures.plan(clash) }
+    }
+
+    /// What libvirt 9.0 gave for nine USB disks on the pc machine's two-port
+    /// UHCI: two hubs, the first filled before the second; an explicit hub
+    /// keeps its port and nested addresses need their hub.
+    @Test func usbHubsAsLibvirtAddsThem() throws {
+        let letters = "bcdefghij".map(String.init)
+        let nine = domainXML(devices: letters.map {
+            "    <disk type='file' device='disk'><source file='/var/lib/\($0).img'/><target dev='sd\($0)' bus='usb'/></disk>"
+        }.joined(separator: "\n"))
+        let usb = devices(try Fixtures.plan(nine)).filter { $0.contains("usb.0") }
+        #expect(usb.prefix(2) == [
+            #"{"driver":"usb-hub","id":"hub0","bus":"usb.0","port":"1"}"#, #"{"driver":"usb-hub","id":"hub1","bus":"usb.0","port":"2"}"#,
+        ])
+        let ports = usb.dropFirst(2).compactMap { line in
+            line.components(separatedBy: #""port":""#).last?.components(separatedBy: "\"").first
+        }
+        #expect(ports == ["1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8", "2.1"])
+
+        let explicit = domainXML(devices: """
+                <hub type='usb'/>
+                <input type='tablet' bus='usb'/>
+            """)
+        #expect(devices(try Fixtures.plan(explicit)).filter { $0.contains("usb.0") } == [
+            #"{"driver":"usb-hub","id":"hub0","bus":"usb.0","port":"1"}"#,
+            #"{"driver":"usb-tablet","id":"input0","bus":"usb.0","port":"2"}"#,
+        ])
+        // The live XML writes the hubs libvirt adds, and parses back to the same ports.
+        let spec = try Fixtures.prepare(nine)
+        let live = try LiveXML.render(source: nine, file: "t.xml", spec: spec, runtime: .init())
+        #expect(live.contains("<hub type='usb'>"), "\(live)")
+        #expect(try Fixtures.plan(live).arguments == (try Fixtures.plan(nine)).arguments)
+
+        for (xml, fragment) in [
+            ("<input type='tablet' bus='usb'><address type='usb' bus='0' port='1.3'/></input>", "no hub at port 1"),
+            ("<hub type='usb'><address type='usb' bus='0' port='1'/></hub><input type='tablet' bus='usb'><address type='usb' bus='0' port='1.9'/></input>", "a USB hub has 8"),
+            ("<controller type='usb' model='none'/><hub type='usb'/>", "needs a USB controller"),
+        ] {
+            do {
+                _ = try Fixtures.prepare(domainXML(devices: "    " + xml))
+                Issue.record("accepted: \(xml)")
+            } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
     }
 
     @Test func featuresVmportSmmAndPmu() throws {
@@ -484,11 +536,14 @@ import Testing
         let ehci = devices(try Fixtures.plan(domainXML(devices: "    <controller type='usb' index='0' model='ehci'/>")))
         #expect(ehci.contains(#"{"driver":"usb-ehci","id":"usb","bus":"pci.0","addr":"0x2"}"#), "\(ehci)")
 
-        let sixPorts = (0..<7).map { _ in "<input type='tablet' bus='usb'/>" }.joined()
+        // Seven devices on the EHCI's six ports: a hub on port 1, as libvirt adds it.
+        let sevenTablets = (0..<7).map { _ in "<input type='tablet' bus='usb'/>" }.joined()
+        let hubbed = devices(try Fixtures.plan(domainXML(devices: "    <controller type='usb' index='0' model='ich9-ehci1'/>" + sevenTablets)))
+        #expect(hubbed.filter { $0.contains("usb.0") }.compactMap { $0.components(separatedBy: #""port":""#).last?.components(separatedBy: "\"").first }
+            == ["1", "2", "3", "4", "5", "6", "1.1", "1.2"])
         for (bad, says) in [
             (domainXML(devices: "    <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/></controller>"), "needs an ich9-ehci1 master"),
             (domainXML(devices: "    <controller type='usb' index='0' model='qemu-xhci'><master startport='0'/></controller>"), "companion"),
-            (domainXML(devices: "    <controller type='usb' index='0' model='ich9-ehci1'/>" + sixPorts), "6 ports"),
         ] {
             #expect { try Fixtures.plan(bad) } throws: { error in
                 ((error as? ShimError)?.message ?? "").contains(says)

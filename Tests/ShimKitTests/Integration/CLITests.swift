@@ -20,7 +20,7 @@ import Testing
 
     func refusedXML() throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString.prefix(6)).xml").path
-        try domainXML(devices: "    <hub type='usb'/>").write(toFile: path, atomically: true, encoding: .utf8)
+        try domainXML(devices: "    <smartcard mode='host'/>").write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
 
@@ -30,7 +30,7 @@ import Testing
         for arguments in [[xml], ["run", xml], ["run", "--paused", "--run-root", "/tmp/vmshim-cli-test", xml], ["--run-root=/tmp/vmshim-cli-test", xml]] {
             let result = try run(arguments)
             #expect(result.status == 1, "\(arguments)")
-            #expect(result.output.contains("<hub>") && result.output.contains(":10:"), "\(arguments): \(result.output)")
+            #expect(result.output.contains("<smartcard>") && result.output.contains(":10:"), "\(arguments): \(result.output)")
         }
     }
 
@@ -74,7 +74,7 @@ import Testing
         defer { FileIO.remove(refused) }
         let ours = try run(["validate", refused])
         #expect(ours.status == 1)
-        #expect(ours.output.contains("matches libvirt's schema") && ours.output.contains("<hub>"))
+        #expect(ours.output.contains("matches libvirt's schema") && ours.output.contains("<smartcard>"))
 
         // vmshim's <resource register='none'/> is not in libvirt's schema but is accepted.
         let unregistered = FileManager.default.temporaryDirectory.appendingPathComponent("r-\(UUID().uuidString.prefix(6)).xml").path
