@@ -256,3 +256,18 @@ int cshim_bridge_add_port(const char *bridge, const char *port) {
     ifr.ifr_ifindex = index;
     return link_ioctl(bridge, SIOCBRADDIF, &ifr);
 }
+
+int cshim_set_thread_affinity(pid_t tid, const int *cpus, size_t count) {
+    cpu_set_t *set = CPU_ALLOC(CPU_SETSIZE * 8);
+    size_t size = CPU_ALLOC_SIZE(CPU_SETSIZE * 8);
+    if (set == NULL) { errno = ENOMEM; return -1; }
+    CPU_ZERO_S(size, set);
+    for (size_t i = 0; i < count; i++) {
+        if (cpus[i] >= 0 && (size_t)cpus[i] < CPU_SETSIZE * 8) CPU_SET_S((size_t)cpus[i], size, set);
+    }
+    int rc = sched_setaffinity(tid, size, set);
+    int saved = errno;
+    CPU_FREE(set);
+    errno = saved;
+    return rc;
+}

@@ -78,3 +78,5 @@ int cshim_set_child_subreaper(void);
 int cshim_ifnamsiz(void);
 int cshim_malloc_trim(void);
 #include "cshim_libvirt.h"
+/* sched_setaffinity(2) of thread `tid` (any process) to `count` CPUs; 0 or -1 with errno. */
+int cshim_set_thread_affinity(pid_t tid, const int *cpus, size_t count);

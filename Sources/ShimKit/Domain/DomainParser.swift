@@ -113,6 +113,7 @@ public struct DomainParser {
         spec.sysinfo = try parseSysinfo(root, uuid: &spec.uuid)
         spec.firmwareConfig = try parseFirmwareConfig(root)
         spec.iothreadIDs = try parseIOThreads(root)
+        spec.pinning = try parsePinning(root, vcpus: vcpus.maximum, iothreads: spec.iothreadIDs)
         spec.memoryBacking = try parseMemoryBacking(root, numa: !cpu.numaCells.isEmpty)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
             throw reader.error(
@@ -832,6 +833,37 @@ public struct DomainParser {
     }
 
     // MARK: - Resource tuning
+
+    /// `<cputune>`'s pins, checked as libvirt checks them: a vCPU below the
+    /// maximum, an iothread that exists, each pinned once, a cpuset in
+    /// libvirt's syntax.
+    func parsePinning(_ root: XMLElement, vcpus: Int, iothreads: [Int]) throws -> DomainSpec.CPUPinning {
+        var pinning = DomainSpec.CPUPinning()
+        guard let cputune = try reader.child(root, "cputune") else { return pinning }
+        func cpus(_ element: XMLElement) throws -> [Int] {
+            let text = try reader.requiredAttribute(element, "cpuset")
+            guard let set = DomainParser.parseCPUSet(text), !set.isEmpty else {
+                throw reader.error(element, "cpuset='\(text)' is not a CPU list like 0-3,^2,6")
+            }
+            return set
+        }
+        for element in reader.children(cputune, "vcpupin") {
+            let vcpu = try reader.intAttribute(element, "vcpu", range: 0...4095) ?? -1
+            guard vcpu >= 0, vcpu < vcpus else {
+                throw reader.error(element, "vcpupin names vCPU \(vcpu); the domain has vCPUs 0 to \(vcpus - 1)")
+            }
+            guard pinning.vcpus[vcpu] == nil else { throw reader.error(element, "vCPU \(vcpu) is pinned twice") }
+            pinning.vcpus[vcpu] = try cpus(element)
+        }
+        if let element = try reader.child(cputune, "emulatorpin") { pinning.emulator = try cpus(element) }
+        for element in reader.children(cputune, "iothreadpin") {
+            let id = try reader.intAttribute(element, "iothread", range: 1...Int(Int32.max)) ?? 0
+            guard iothreads.contains(id) else { throw reader.error(element, "iothreadpin names iothread \(id), which the domain does not have") }
+            guard pinning.iothreads[id] == nil else { throw reader.error(element, "iothread \(id) is pinned twice") }
+            pinning.iothreads[id] = try cpus(element)
+        }
+        return pinning
+    }
 
     /// `<memtune>`, `<cputune>` and `<blkiotune>`, with libvirt's ranges. The
     /// parts vmshim does not apply (pinning, emulator and iothread periods,

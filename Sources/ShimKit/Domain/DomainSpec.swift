@@ -52,6 +52,20 @@ public struct DomainSpec: Sendable, Equatable {
     }
     /// `<iothreads>` / `<iothreadids>`: the ids of QEMU's iothread objects (`iothreadN`).
     public var iothreadIDs: [Int] = []
+    /// `<cputune>` `<vcpupin>`, `<emulatorpin>`, `<iothreadpin>`.
+    public var pinning = CPUPinning()
+
+    /// Host CPUs for QEMU's threads, as libvirt pins them: a vCPU or
+    /// iothread without its own pin, and the emulator without
+    /// `<emulatorpin>`, get `<vcpu cpuset>` (or any CPU).
+    public struct CPUPinning: Sendable, Equatable {
+        /// vCPU id → host CPUs.
+        public var vcpus: [Int: [Int]] = [:]
+        public var emulator: [Int]? = nil
+        /// iothread id → host CPUs.
+        public var iothreads: [Int: [Int]] = [:]
+        public var isEmpty: Bool { vcpus.isEmpty && emulator == nil && iothreads.isEmpty }
+    }
     /// `<sysinfo type='smbios'>` when `<os><smbios mode='sysinfo'/>` selects
     /// it: QEMU's `-smbios` tables. nil leaves QEMU's own.
     public var sysinfo: Sysinfo? = nil

@@ -94,7 +94,8 @@ public enum QEMULauncher {
         let spawned = try Spawner.spawn(
             SpawnSpec(
                 executable: plan.executable, arguments: plan.argv, environment: plan.environment, outputFD: logFD,
-                inheritedFDs: opened, dropPrivileges: true, runAs: runAs, cpuAffinity: spec.vcpus.cpusetCPUs))
+                inheritedFDs: opened, dropPrivileges: true, runAs: runAs,
+                cpuAffinity: spec.pinning.emulator ?? spec.vcpus.cpusetCPUs))
         let process = ProcessHandle(spawned)
         guard let identity = ProcessIdentity.of(pid: spawned.pid) else {
             // Already gone: QEMU failed at once. The caller reports its log.

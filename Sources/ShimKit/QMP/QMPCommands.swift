@@ -165,6 +165,23 @@ public struct QueryCPUsFast: QMPCommand {
     }
 }
 
+/// Maps to QMP `query-iothreads`: each iothread object with its host thread id.
+public struct QueryIOThreads: QMPCommand {
+    public static let name = "query-iothreads"
+    public struct IOThread: Sendable, Equatable {
+        public var id: String
+        public var threadID: Int
+    }
+    public init() {}
+    public static func decode(_ result: JSONValue) throws -> [IOThread] {
+        guard let items = result.arrayValue else { throw QMPDecode.failure(name, result) }
+        return items.compactMap { item in
+            guard let id = item["id"]?.stringValue, let thread = item["thread-id"]?.int64Value else { return nil }
+            return IOThread(id: id, threadID: Int(thread))
+        }
+    }
+}
+
 /// Maps to QMP `block_set_io_throttle`: a disk's `<iotune>`. The six basic
 /// limits are required by QEMU (0 = none); the others only when set.
 public struct BlockSetIOThrottle: QMPCommand {

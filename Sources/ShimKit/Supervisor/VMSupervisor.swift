@@ -1,3 +1,4 @@
+import CShimKit
 import NIOPosix
 import Logging
 #if canImport(Glibc)
@@ -778,6 +779,35 @@ public actor VMSupervisor {
             try await group.waitForAll()
         }
         try await refreshCharDevicePaths(client)
+        try await pinThreads(client)
+    }
+
+    /// `<vcpupin>`/`<iothreadpin>` (and, when only `<emulatorpin>` is given,
+    /// `<vcpu cpuset>` or every CPU for the vCPUs): QEMU was spawned with the
+    /// emulator's CPUs, so its vCPU and iothreads move to theirs before the
+    /// guest runs, as libvirt pins them.
+    private func pinThreads(_ client: QMPClient) async throws {
+        let pinning = spec.pinning
+        guard !pinning.isEmpty else { return }
+        let online = (try? FileIO.readStringIfPresent("/sys/devices/system/cpu/online")).flatMap { $0 }
+            .flatMap { DomainParser.parseCPUSet($0.trimmingWhitespace()) } ?? []
+        let fallback = spec.vcpus.cpusetCPUs ?? online
+        func pin(_ thread: Int, _ cpus: [Int], _ what: String) throws {
+            let set = cpus.map { Int32(clamping: $0) }
+            guard cshim_set_thread_affinity(pid_t(clamping: thread), set, set.count) == 0 else {
+                throw ShimError.system(
+                    "cannot pin \(what) (thread \(thread)) to host CPUs \(cpus.map(String.init).joined(separator: ",")); check the cpuset names online CPUs")
+            }
+        }
+        for cpu in try await client.run(QueryCPUsFast()) {
+            try pin(cpu.threadID, pinning.vcpus[cpu.index] ?? fallback, "vCPU \(cpu.index)")
+        }
+        if !spec.iothreadIDs.isEmpty {
+            for thread in try await client.run(QueryIOThreads()) {
+                guard let id = Int(thread.id.dropFirst("iothread".count)) else { continue }
+                try pin(thread.threadID, pinning.iothreads[id] ?? fallback, "iothread \(id)")
+            }
+        }
     }
 
     private func refreshCharDevicePaths(_ client: QMPClient) async throws {

@@ -181,6 +181,28 @@ import Testing
         _ = await vm.waitForExit(timeout: .seconds(30))
     }
 
+    /// `<cputune>` pins as libvirt pins them: the emulator's threads on
+    /// `<emulatorpin>`, the vCPU thread on its `<vcpupin>`.
+    @Test func vcpuAndEmulatorPinsReachQEMUsThreads() async throws {
+        let vm = try ShimHarness(
+            name: "it-vcpupin", .init(extraTopLevel: "<cputune><vcpupin vcpu='0' cpuset='1'/><emulatorpin cpuset='0'/></cputune>"))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let pid = try #require(vm.qemuPIDs().first)
+        func allowed(_ tid: String) -> String {
+            let status = (try? FileIO.readString("/proc/\(pid)/task/\(tid)/status")) ?? ""
+            return status.components(separatedBy: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }?
+                .dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces) ?? ""
+        }
+        let threads = FileIO.listDirectory("/proc/\(pid)/task")
+        let vcpu = threads.first { ((try? FileIO.readString("/proc/\(pid)/task/\($0)/comm")) ?? "").hasPrefix("CPU 0/") }
+        #expect(allowed(try #require(vcpu)) == "1")
+        #expect(allowed("\(pid)") == "0", "the emulator's main thread")
+        #expect(try vm.cli(["destroy", "it-vcpupin"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+    }
+
     /// `<os firmware='efi'>` boots the test guest through OVMF (Debian's
     /// ovmf), and the variable store is made from the template in the NVRAM
     /// directory, then kept across starts.
