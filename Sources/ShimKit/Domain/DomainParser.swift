@@ -114,6 +114,7 @@ public struct DomainParser {
         spec.firmwareConfig = try parseFirmwareConfig(root)
         spec.iothreadIDs = try parseIOThreads(root)
         spec.pinning = try parsePinning(root, vcpus: vcpus.maximum, iothreads: spec.iothreadIDs)
+        spec.numaTune = try parseNUMATune(root, cells: cpu.numaCells.map(\.id), memoryDevices: !devices.memoryDevices.isEmpty)
         spec.memoryBacking = try parseMemoryBacking(root, numa: !cpu.numaCells.isEmpty)
         if !registerCgroup, !tuning.isEmpty, let element = try reader.child(root, "resource") {
             throw reader.error(
@@ -833,6 +834,37 @@ public struct DomainParser {
     }
 
     // MARK: - Resource tuning
+
+    /// `<numatune>` with static placement: `<memory mode nodeset>` and
+    /// `<memnode cellid mode nodeset>` (a guest cell that exists, each once).
+    func parseNUMATune(_ root: XMLElement, cells: [Int], memoryDevices: Bool) throws -> DomainSpec.NUMATune {
+        var tune = DomainSpec.NUMATune()
+        guard let element = try reader.child(root, "numatune") else { return tune }
+        func binding(_ node: XMLElement) throws -> DomainSpec.NUMATune.Binding {
+            let mode = try reader.enumAttribute(node, "mode", DomainSpec.NUMATune.Mode.self) ?? .strict
+            if let placement = reader.attribute(node, "placement"), placement != "static" {
+                throw reader.unsupported(node, "placement='\(placement)' (it asks numad for the nodes)")
+            }
+            let text = try reader.requiredAttribute(node, "nodeset")
+            guard let nodes = DomainParser.parseCPUSet(text), !nodes.isEmpty else {
+                throw reader.error(node, "nodeset='\(text)' is not a host NUMA node list like 0-1,^1")
+            }
+            return .init(mode: mode, hostNodes: nodes)
+        }
+        if let memory = try reader.child(element, "memory") { tune.memory = try binding(memory) }
+        for memnode in reader.children(element, "memnode") {
+            let cell = try reader.intAttribute(memnode, "cellid", range: 0...Int(Int32.max)) ?? -1
+            guard cells.contains(cell) else {
+                throw reader.error(memnode, "memnode cellid='\(cell)' names no guest NUMA cell (<cpu><numa><cell id>)")
+            }
+            guard tune.cells[cell] == nil else { throw reader.error(memnode, "cell \(cell) has two <memnode>s") }
+            tune.cells[cell] = try binding(memnode)
+        }
+        if memoryDevices, !tune.isEmpty {
+            throw reader.unsupported(element, "<numatune> together with memory devices (DIMMs, virtio-mem)")
+        }
+        return tune
+    }
 
     /// `<cputune>`'s pins, checked as libvirt checks them: a vCPU below the
     /// maximum, an iothread that exists, each pinned once, a cpuset in

@@ -54,6 +54,24 @@ public struct DomainSpec: Sendable, Equatable {
     public var iothreadIDs: [Int] = []
     /// `<cputune>` `<vcpupin>`, `<emulatorpin>`, `<iothreadpin>`.
     public var pinning = CPUPinning()
+    /// `<numatune>`: which host NUMA nodes guest RAM comes from.
+    public var numaTune = NUMATune()
+
+    /// Host NUMA binding of guest RAM: `<memory>` for all of it, `<memnode>`
+    /// per guest cell (a cell without one follows `<memory>`), as libvirt
+    /// resolves it.
+    public struct NUMATune: Sendable, Equatable {
+        public enum Mode: String, Sendable { case strict, preferred, interleave, restrictive }
+        public struct Binding: Sendable, Equatable {
+            public var mode: Mode
+            public var hostNodes: [Int]
+        }
+        public var memory: Binding? = nil
+        public var cells: [Int: Binding] = [:]
+        public var isEmpty: Bool { memory == nil && cells.isEmpty }
+        /// The binding of a guest cell's RAM (nil: the machine's RAM without cells).
+        public func binding(cell: Int?) -> Binding? { cell.flatMap { cells[$0] } ?? memory }
+    }
 
     /// Host CPUs for QEMU's threads, as libvirt pins them: a vCPU or
     /// iothread without its own pin, and the emulator without

@@ -182,7 +182,7 @@ public struct QEMUCommandLine {
     /// cell's memAccess, else `<access>`), else anonymous RAM; then share,
     /// the ramblock-id switch (machine RAM not anonymous), prealloc (always
     /// with huge pages), size.
-    func memoryBackend(id: String, bytes: UInt64, machineRAM: Bool, cellAccess: Bool? = nil) -> JSONObject {
+    func memoryBackend(id: String, bytes: UInt64, machineRAM: Bool, cell: Int? = nil, cellAccess: Bool? = nil) -> JSONObject {
         let backing = spec.memoryBacking
         let access = cellAccess ?? backing.sharedAccess
         let type =
@@ -205,6 +205,11 @@ public struct QEMUCommandLine {
         if machineRAM, type != "memory-backend-ram" { object["x-use-canonical-path-for-ramblock-id"] = false }
         if backing.preallocate || backing.hugepages { object["prealloc"] = true }
         object["size"] = .number(bytes)
+        // <numatune>, as libvirt binds it: restrictive leaves it to the cgroup.
+        if let binding = spec.numaTune.binding(cell: cell), binding.mode != .restrictive {
+            object["host-nodes"] = .array(binding.hostNodes.map { .number($0) })
+            object["policy"] = .string(["strict": "bind", "preferred": "preferred", "interleave": "interleave"][binding.mode.rawValue] ?? "bind")
+        }
         return object
     }
 
@@ -215,7 +220,7 @@ public struct QEMUCommandLine {
         for cell in cells {
             let backend = "ram-node\(cell.id)"
             add("-object", JSONValue.object(
-                memoryBackend(id: backend, bytes: cell.memoryKiB * 1024, machineRAM: false, cellAccess: cell.memAccessShared)).description)
+                memoryBackend(id: backend, bytes: cell.memoryKiB * 1024, machineRAM: false, cell: cell.id, cellAccess: cell.memAccessShared)).description)
             var ranges: [String] = []
             var index = 0
             while index < cell.cpus.count {

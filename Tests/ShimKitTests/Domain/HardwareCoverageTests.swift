@@ -773,6 +773,35 @@ import Testing
         }
     }
 
+    /// `<numatune>` on the RAM backends as libvirt 9.0 binds them: a cell's
+    /// `<memnode>`, else `<memory>`; restrictive leaves the backend alone.
+    @Test func numatuneBindsTheRAMBackends() throws {
+        let cells = "  <cpu><numa><cell id='0' cpus='0' memory='64' unit='MiB'/><cell id='1' cpus='1' memory='64' unit='MiB'/><cell id='2' cpus='2' memory='64' unit='MiB'/></numa></cpu>"
+        let xml = domainXML(extra: cells + "\n  <numatune><memory mode='interleave' nodeset='0-1'/><memnode cellid='0' mode='strict' nodeset='0'/><memnode cellid='2' mode='restrictive' nodeset='0'/></numatune>")
+            .replacingOccurrences(of: "<vcpu>1</vcpu>", with: "<vcpu>3</vcpu>")
+        let args = try Fixtures.plan(xml).arguments
+        let backends = args.indices.dropLast().filter { args[$0] == "-object" && args[$0 + 1].contains("ram-node") }.map { args[$0 + 1] }
+        #expect(backends == [
+            #"{"qom-type":"memory-backend-ram","id":"ram-node0","size":67108864,"host-nodes":[0],"policy":"bind"}"#,
+            #"{"qom-type":"memory-backend-ram","id":"ram-node1","size":67108864,"host-nodes":[0,1],"policy":"interleave"}"#,
+            #"{"qom-type":"memory-backend-ram","id":"ram-node2","size":67108864}"#,
+        ])
+        let plain = try Fixtures.plan(domainXML(extra: "  <numatune><memory mode='preferred' nodeset='0'/></numatune>")).arguments
+        #expect(plain.contains(#"{"qom-type":"memory-backend-ram","id":"pc.ram","size":134217728,"host-nodes":[0],"policy":"preferred"}"#))
+        for (extra, fragment) in [
+            ("  <numatune><memnode cellid='0' mode='strict' nodeset='0'/></numatune>", "names no guest NUMA cell"),
+            ("  <numatune><memory mode='strict' placement='auto'/></numatune>", "numad"),
+            ("  <numatune><memory mode='strict' nodeset='zero'/></numatune>", "nodeset='zero'"),
+        ] {
+            do {
+                _ = try Fixtures.prepare(domainXML(extra: extra))
+                Issue.record("accepted: \(extra)")
+            } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
+
     /// Controllers without index= get the lowest index their type does not
     /// use, in document order, as libvirt assigns them (virt-install's
     /// pcie-root and root ports may come without one).
