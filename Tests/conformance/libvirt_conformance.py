@@ -199,6 +199,9 @@ def prepare(source: Path, work: Path, test: str) -> Prepared:
             source.set("bridge", ensure_bridge())
         if interface.get("type") == "network" and source is not None and source.get("network"):
             ensure_network(source.get("network"))
+        if interface.get("type") == "direct" and source is not None:
+            # a macvtap needs a lower device; the test bridge is one on every host
+            source.set("dev", ensure_bridge())
         if interface.find("mac") is None:
             ET.SubElement(interface, "mac", {"address": f"52:54:00:c0:0f:{next(macs):02x}"})
             prepared.notes.append("fixed MAC added")

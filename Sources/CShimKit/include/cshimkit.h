@@ -80,3 +80,4 @@ int cshim_malloc_trim(void);
 #include "cshim_libvirt.h"
 /* sched_setaffinity(2) of thread `tid` (any process) to `count` CPUs; 0 or -1 with errno. */
 int cshim_set_thread_affinity(pid_t tid, const int *cpus, size_t count);
+#include "cshim_macvtap.h"

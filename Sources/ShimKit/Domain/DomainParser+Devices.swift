@@ -599,7 +599,7 @@ extension DomainParser {
     func parseInterface(_ element: XMLElement) throws -> DomainSpec.Interface {
         let typeRaw = try reader.requiredAttribute(element, "type")
         guard let kind = DomainSpec.Interface.Kind(rawValue: typeRaw) else {
-            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, bridge, network, mcast, server, client and udp)")
+            throw reader.unsupported(element, "interface type='\(typeRaw)' (vmshim supports user, ethernet, bridge, network, direct, mcast, server, client and udp)")
         }
         var mac = ""
         var macGenerated = true
@@ -631,7 +631,15 @@ extension DomainParser {
         if let target = try reader.child(element, "target") {
             targetDev = reader.attribute(target, "dev")
             managed = try reader.boolAttribute(target, "managed") ?? true
-            if !kind.usesTap { reader.ignoreAttributes(target, "dev") }
+            if !kind.usesTap, kind != .direct { reader.ignoreAttributes(target, "dev") }
+        }
+        if kind == .direct, let dev = targetDev {
+            guard !dev.isEmpty, dev.utf8.count < 16, !dev.contains("/"), !dev.contains(" ") else {
+                throw reader.error(element, "macvtap device name '\(dev)' must be 1 to 15 characters without '/' or spaces")
+            }
+            // libvirt's generated names are output only.
+            if dev.hasPrefix("macvtap") || dev.hasPrefix("macvlan") { targetDev = nil }
+            if managed == false { throw reader.unsupported(element, "an unmanaged macvtap device (managed='no')") }
         }
         if let dev = targetDev, kind.usesTap {
             guard !dev.isEmpty, dev.utf8.count < 16, !dev.contains("/"), !dev.contains(" ") else {
@@ -707,9 +715,22 @@ extension DomainParser {
             network = (name, reader.attribute(source, "portid"))
             if let live = reader.attribute(source, "bridge") { bridge = live }
         }
+        var direct: (device: String, mode: String)?
+        if kind == .direct {
+            guard let source = try reader.child(element, "source"), let dev = reader.attribute(source, "dev"), !dev.isEmpty else {
+                throw reader.error(element, "interface type='direct' needs <source dev='HOST-DEVICE' mode='vepa|bridge|private|passthrough'/>")
+            }
+            let mode = reader.attribute(source, "mode") ?? "vepa"
+            guard ["vepa", "bridge", "private", "passthrough"].contains(mode) else {
+                throw reader.error(source, "mode='\(mode)' must be vepa, bridge, private or passthrough")
+            }
+            direct = (dev, mode)
+        }
         var sendBuffer: Int?
         if let tune = try reader.child(element, "tune") {
-            guard kind.usesTap else { throw reader.unsupported(tune, "<tune> on interface type='\(typeRaw)' (it sets a tap's send buffer)") }
+            guard kind.usesTap || kind == .direct else {
+                throw reader.unsupported(tune, "<tune> on interface type='\(typeRaw)' (it sets a tap's send buffer)")
+            }
             if let sndbuf = try reader.child(tune, "sndbuf") {
                 guard let value = Int(sndbuf.text.trimmingWhitespace()), value >= 0 else {
                     throw reader.error(sndbuf, "<sndbuf> must be a number of bytes")
@@ -726,13 +747,13 @@ extension DomainParser {
             userIP = try parseUserNetworkIPs(element)
         }
         for unsupported in ["ip", "route", "bandwidth", "filterref", "backend", "virtualport", "source", "guest", "coalesce", "teaming", "port"]
-        where !(unsupported == "source" && (endpoint != nil || bridge != nil || network != nil)) && !(unsupported == "ip" && kind == .user) {
+        where !(unsupported == "source" && (endpoint != nil || bridge != nil || network != nil || direct != nil)) && !(unsupported == "ip" && kind == .user) {
             if let node = try reader.child(element, unsupported) {
                 throw reader.unsupported(node, "interface <\(unsupported)>")
             }
         }
         var nic = DomainSpec.Interface(
-            kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind.usesTap ? targetDev : nil,
+            kind: kind, mac: mac, macGenerated: macGenerated, model: model, targetDev: kind.usesTap || kind == .direct ? targetDev : nil,
             managedTap: managed, mtu: mtu, linkUp: linkUp, bootOrder: try bootOrder(element))
         if tuning.queues != nil, !kind.usesTap {
             throw reader.unsupported(element.firstElement(named: "driver") ?? element, "NIC multiqueue on interface type='\(typeRaw)' (ethernet and bridge taps have it)")
@@ -742,6 +763,7 @@ extension DomainParser {
         nic.network = network?.name
         nic.networkPortID = network?.portID
         nic.sendBuffer = sendBuffer
+        if let direct { (nic.directDevice, nic.directMode) = direct }
         nic.socketEndpoint = endpoint?.0
         nic.socketLocal = endpoint?.1
         nic.nonTransitional = nonTransitional

@@ -592,7 +592,7 @@ extension DomainSpec {
 
     public struct Interface: Sendable, Equatable {
         public enum Kind: String, Sendable {
-            case user, ethernet, bridge, network, mcast, server, client, udp
+            case user, ethernet, bridge, network, direct, mcast, server, client, udp
             /// Backed by a tap device the shim opens.
             public var usesTap: Bool { self == .ethernet || self == .bridge || self == .network }
         }
@@ -623,6 +623,10 @@ extension DomainSpec {
         public var networkPortID: String? = nil
         /// ethernet, bridge, network: `<tune><sndbuf>`, the tap's send buffer in bytes.
         public var sendBuffer: Int? = nil
+        /// direct: `<source dev mode>`, the host device the macvtap link sits on
+        /// and its macvlan mode (vepa, bridge, private, passthrough).
+        public var directDevice: String? = nil
+        public var directMode: String = "vepa"
         /// mcast/server/client/udp: QEMU's socket netdev endpoint
         /// (`<source address port>`) and, for udp, `<local address port>`.
         public var socketEndpoint: String?

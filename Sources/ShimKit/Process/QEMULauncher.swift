@@ -13,6 +13,8 @@ public enum QEMULauncher {
         public var tapNames: [String: String]
         /// Socket files the shim created for QEMU (removed when the VM ends).
         public var createdSockets: [String]
+        /// macvtap links the shim created (deleted when the VM ends).
+        public var macvtapLinks: [String] = []
     }
 
     /// `incoming` is the restore stream's fd; the launcher takes it over
@@ -26,12 +28,14 @@ public enum QEMULauncher {
         defer { if let incoming { close(incoming) } }
         var createdSockets: [String] = []
         var tapNames: [String: String] = [:]
+        var macvtapLinks: [String] = []
         var succeeded = false
         let backing = spec.memoryBacking
         defer {
             for item in opened { close(item.parent) }
             if !succeeded {
                 for path in createdSockets { unlink(path) }
+                for link in macvtapLinks { Macvtap.remove(link) }
                 for directory in plan.directories { FileIO.removeTree(directory) }
             }
         }
@@ -67,6 +71,16 @@ public enum QEMULauncher {
                     throw ShimError(.internalError, "the plan asks for another queue of interface '\(alias)' before its tap")
                 }
                 opened.append((try Tap.openQueue(name: name, vnetHeader: vnetHeader, alias: alias), request.childFD))
+            case .macvtap(let alias, let vnetHeader):
+                guard let nic = spec.devices.interfaces.first(where: { $0.alias == alias }), let device = nic.directDevice else {
+                    throw ShimError(.internalError, "the plan asks for a macvtap for interface '\(alias)', which has no <source dev>")
+                }
+                let link = try Macvtap.create(
+                    device: device, mode: nic.directMode, guestMAC: nic.mac, name: nic.targetDev, mtu: nic.mtu,
+                    vnetHeader: vnetHeader, alias: alias)
+                macvtapLinks.append(link.name)
+                tapNames[alias] = link.name
+                opened.append((link.fd, request.childFD))
             case .incomingMigration:
                 guard let fd = incoming else {
                     throw ShimError(.internalError, "the plan restores saved state but no stream was opened")
@@ -102,9 +116,10 @@ public enum QEMULauncher {
             succeeded = true
             return Launched(
                 process: process, identity: ProcessIdentity(pid: spawned.pid, startTime: 0, bootID: ProcFS.bootID),
-                tapNames: tapNames, createdSockets: createdSockets)
+                tapNames: tapNames, createdSockets: createdSockets, macvtapLinks: macvtapLinks)
         }
         succeeded = true
-        return Launched(process: process, identity: identity, tapNames: tapNames, createdSockets: createdSockets)
+        return Launched(
+            process: process, identity: identity, tapNames: tapNames, createdSockets: createdSockets, macvtapLinks: macvtapLinks)
     }
 }

@@ -65,6 +65,9 @@ public struct FDRequest: Sendable, Equatable {
         case tap(name: String?, vnetHeader: Bool, managed: Bool, alias: String, multiQueue: Bool)
         /// Another queue of the multiqueue tap opened for `alias`.
         case tapQueue(alias: String, vnetHeader: Bool)
+        /// A macvtap link the shim creates on the host device for `alias`
+        /// (`<interface type='direct'>`), opened through its character device.
+        case macvtap(alias: String, vnetHeader: Bool)
         /// The saved state a restore reads (`migrate-incoming fd:N`).
         case incomingMigration
     }

@@ -662,11 +662,13 @@ public struct QEMUCommandLine {
                 if let length = nic.userIPv6PrefixLength { netdev["ipv6-prefixlen"] = .number(length) }
                 netdev["id"] = .string(netdevID)
                 add("-netdev", JSONValue.object(netdev).description)
-            case .ethernet, .bridge, .network:
+            case .ethernet, .bridge, .network, .direct:
                 let vnetHeader = nic.model == .virtio
                 let queues = nic.virtioTuning.queues ?? 1
                 let fd = passFD(
-                    .tap(name: nic.targetDev, vnetHeader: vnetHeader, managed: nic.managedTap, alias: nic.alias, multiQueue: queues > 1))
+                    nic.kind == .direct
+                        ? .macvtap(alias: nic.alias, vnetHeader: vnetHeader)
+                        : .tap(name: nic.targetDev, vnetHeader: vnetHeader, managed: nic.managedTap, alias: nic.alias, multiQueue: queues > 1))
                 var netdev: JSONObject = ["type": "tap"]
                 if queues > 1 {
                     // One tap fd per queue pair, as libvirt passes them.

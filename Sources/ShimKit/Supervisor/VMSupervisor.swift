@@ -37,6 +37,8 @@ public actor VMSupervisor {
     private var networkPorts: [LibvirtNetworks.Port] = []
     /// Ports a dead predecessor's QEMU held, given back before a new start.
     private var stalePorts: [LibvirtNetworks.Port] = []
+    /// macvtap links of `<interface type='direct'>`: they outlive QEMU.
+    private var macvtapLinks: [String] = []
     private var lock: RunDirectoryLock?
     private var reattachCandidate: StatusFile?
     /// A QEMU this shim must not take down with it (lost monitor, failed reattach).
@@ -194,6 +196,7 @@ public actor VMSupervisor {
             } else {
                 logger.notice("removing the stale run directory of a VM that is no longer running")
                 stalePorts += LibvirtNetworks.ports(inLiveXML: previous.liveXML)
+                Macvtap.removeStale(inLiveXML: previous.liveXML)
                 cleanRunDirectoryFiles()
             }
         }
@@ -214,6 +217,7 @@ public actor VMSupervisor {
                 _ = await stale.terminate(grace: config.destroyGrace)
             }
             stalePorts += LibvirtNetworks.ports(inLiveXML: previous.liveXML)
+            Macvtap.removeStale(inLiveXML: previous.liveXML)
             cleanRunDirectoryFiles()
         } else if let previous = reattachCandidate, let qemu = previous.qemu {
             do {
@@ -373,6 +377,7 @@ public actor VMSupervisor {
         process = launched.process
         qemuIdentity = launched.identity
         createdSockets = launched.createdSockets
+        macvtapLinks = launched.macvtapLinks
         runtime.tapNames = launched.tapNames
         phases.lap("spawn")
         logger.info("QEMU started", metadata: ["pid": "\(launched.process.pid)"])
@@ -881,6 +886,12 @@ public actor VMSupervisor {
         qemuIdentity = nil
         await removeCgroup()
         await releaseNetworkPorts()
+        removeMacvtapLinks()
+    }
+
+    private func removeMacvtapLinks() {
+        for link in macvtapLinks { Macvtap.remove(link) }
+        macvtapLinks = []
     }
 
     /// Gives the VM's libvirt network ports back once QEMU is gone; what
@@ -935,6 +946,7 @@ public actor VMSupervisor {
             guard nic.kind == .network, let network = nic.network, let port = nic.networkPortID else { return nil }
             return LibvirtNetworks.Port(network: network, uuid: port)
         }
+        macvtapLinks = Macvtap.links(inLiveXML: previous.liveXML).map(\.name)
         // The predecessor's cgroup: this shim removes it when QEMU ends.
         cgroup = previous.cgroupDirectories.isEmpty ? nil : Cgroups.Placement(directories: previous.cgroupDirectories)
         if previous.startedAt > 0 { startedAt = previous.startedAt }
@@ -1194,6 +1206,7 @@ public actor VMSupervisor {
             Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
             await removeCgroup()
             await releaseNetworkPorts()
+            removeMacvtapLinks()
         }
         lock = nil
     }

@@ -802,6 +802,36 @@ import Testing
         }
     }
 
+    /// type='direct' NICs are macvtap fds on the tap netdev, as libvirt
+    /// passes them; the source device and a known mode are required.
+    @Test func directNICsAreMacvtaps() throws {
+        let xml = domainXML(devices: """
+                <interface type='direct'><mac address='52:54:00:00:00:71'/><source dev='eth0' mode='bridge'/><model type='virtio'/></interface>
+                <interface type='direct'><mac address='52:54:00:00:00:72'/><source dev='eth1'/><target dev='macvtap7'/></interface>
+            """)
+        let spec = try Fixtures.prepare(xml)
+        #expect(spec.devices.interfaces.map(\.directDevice) == ["eth0", "eth1"])
+        #expect(spec.devices.interfaces.map(\.directMode) == ["bridge", "vepa"])
+        #expect(spec.devices.interfaces[1].targetDev == nil, "libvirt's generated name is output only")
+        let plan = try Fixtures.plan(xml)
+        #expect(plan.fds.contains { $0.resource == .macvtap(alias: "net0", vnetHeader: true) })
+        #expect(plan.fds.contains { $0.resource == .macvtap(alias: "net1", vnetHeader: false) })
+        let netdevs = plan.arguments.indices.dropLast().filter { plan.arguments[$0] == "-netdev" }.map { plan.arguments[$0 + 1] }
+        #expect(netdevs == [#"{"type":"tap","fd":"4","id":"hostnet0"}"#, #"{"type":"tap","fd":"5","id":"hostnet1"}"#])
+        for (bad, fragment) in [
+            ("<interface type='direct'/>", "needs <source dev="),
+            ("<interface type='direct'><source dev='eth0' mode='vepa2'/></interface>", "mode='vepa2'"),
+            ("<interface type='direct'><source dev='eth0'/><target dev='mv0' managed='no'/></interface>", "managed='no'"),
+        ] {
+            do {
+                _ = try Fixtures.prepare(domainXML(devices: "    " + bad))
+                Issue.record("accepted: \(bad)")
+            } catch let error as ShimError {
+                #expect(error.message.contains(fragment), "\(error.message)")
+            }
+        }
+    }
+
     /// Controllers without index= get the lowest index their type does not
     /// use, in document order, as libvirt assigns them (virt-install's
     /// pcie-root and root ports may come without one).

@@ -151,6 +151,61 @@ import Testing
         }
     }
 
+    /// `<interface type='direct'>`: a macvtap on the host device (here a
+    /// bridge this test makes) with the guest's MAC, deleted when the VM
+    /// ends, and deleted at the next start when shim and QEMU both died.
+    @Test func directInterfacesGetAMacvtapThatGoesWithTheVM() async throws {
+        let lower = "vmshimitlow0"
+        _ = try? Self.run("/usr/sbin/ip", ["link", "del", lower])
+        #expect(try Self.run("/usr/sbin/ip", ["link", "add", lower, "type", "bridge"]) == 0)
+        defer { _ = try? Self.run("/usr/sbin/ip", ["link", "del", lower]) }
+        func macvtaps() -> [String] {
+            FileIO.listDirectory("/sys/class/net/\(lower)").filter { $0.hasPrefix("upper_") }.map { String($0.dropFirst("upper_".count)) }
+        }
+        let nic = "<interface type='direct'><mac address='52:54:00:7a:00:01'/><source dev='\(lower)' mode='bridge'/><model type='virtio'/></interface>"
+        let vm = try ShimHarness(name: "it-direct", .init(extraDevices: nic))
+        defer { vm.tearDown() }
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let links = macvtaps()
+        #expect(links.count == 1)
+        let link = try #require(links.first)
+        #expect((try? FileIO.readString("/sys/class/net/\(link)/address"))?.trimmingWhitespace() == "52:54:00:7a:00:01")
+        let live = try StatusFile.read(from: vm.runDirectory + "/status.json").liveXML
+        #expect(live.contains("<target dev='\(link)'/>"), "\(live)")
+        #expect(try vm.cli(["destroy", "it-direct"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(macvtaps().isEmpty)
+
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        vm.signalShim(SIGKILL)
+        _ = await vm.waitForExit(timeout: .seconds(10))
+        for pid in vm.qemuPIDs() { kill(pid, SIGKILL) }
+        try await vm.waitFor("QEMU to die") { vm.qemuPIDs().isEmpty }
+        let stale = try #require(macvtaps().first, "a macvtap outlives QEMU")
+        let staleIndex = try FileIO.readString("/sys/class/net/\(stale)/ifindex")
+        try vm.start(["--paused"])
+        try await vm.waitForState("paused")
+        let fresh = macvtaps()
+        #expect(fresh.count == 1, "the dead run's link went, the new one is there")
+        #expect(fresh.first.flatMap { try? FileIO.readString("/sys/class/net/\($0)/ifindex") } != staleIndex)
+        #expect(try vm.cli(["destroy", "it-direct"]).status == 0)
+        _ = await vm.waitForExit(timeout: .seconds(30))
+        #expect(macvtaps().isEmpty)
+    }
+
+    static func run(_ tool: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     static func virsh(_ arguments: [String]) throws -> (status: Int32, out: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/virsh")
