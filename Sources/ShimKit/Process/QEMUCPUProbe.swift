@@ -5,8 +5,8 @@ import Glibc
 /// Asks an idle QEMU (`-machine none`, nothing to run) what CPU it can give a
 /// guest under an accelerator, as libvirt does when it probes capabilities:
 /// the static expansion of `max` (TCG) or `host` (KVM) and the named models
-/// with what each lacks. Used for `<cpu mode='host-model'>`; a few hundred
-/// milliseconds, paid only by such guests.
+/// with what each lacks. Used for `<cpu mode='host-model'>`; about 80 ms,
+/// paid only by such guests.
 public enum QEMUCPUProbe {
     /// `directory` holds the probe's monitor socket and its log while it runs
     /// (the VM's run directory); both are removed afterwards.
