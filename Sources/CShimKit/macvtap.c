@@ -120,11 +120,13 @@ int cshim_macvtap_open(const char *name, int vnet_hdr) {
     }
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) return -1;
-    if (vnet_hdr) {
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof ifr);
-        if (ioctl(fd, TUNGETIFF, &ifr) != 0) goto fail;
-        ifr.ifr_flags |= IFF_VNET_HDR;
+    /* The kernel opens a macvtap with a vnet header; libvirt keeps it only for virtio. */
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) != 0) goto fail;
+    short wanted = vnet_hdr ? (short)(ifr.ifr_flags | IFF_VNET_HDR) : (short)(ifr.ifr_flags & ~IFF_VNET_HDR);
+    if (wanted != ifr.ifr_flags) {
+        ifr.ifr_flags = wanted;
         if (ioctl(fd, TUNSETIFF, &ifr) != 0) goto fail;
     }
     return fd;

@@ -47,7 +47,7 @@ public enum LibvirtNetworks {
                 guard let name = nic.network else { continue }
                 let network = try connection.network(name, interface: nic.alias, file: file)
                 if swept.insert(name).inserted {
-                    try network.deletePorts(ownedBy: spec.uuid.description)
+                    try network.deletePorts(ownedBy: spec.name, uuid: spec.uuid.description)
                 }
                 let attachment = try network.allocatePort(domain: spec.name, uuid: spec.uuid.description, mac: nic.mac, interface: nic.alias)
                 taken.append(attachment.port)
@@ -182,9 +182,10 @@ public enum LibvirtNetworks {
         }
 
         /// Ports a previous run of this domain left behind (its shim died
-        /// with the VM): no live QEMU holds them, since the domain's UUID is
-        /// checked to be unused before a start.
-        func deletePorts(ownedBy uuid: String) throws {
+        /// with the VM): no live QEMU of vmshim's holds them, since the
+        /// domain's UUID is checked to be unused before a start; the owner's
+        /// name must match too, so a libvirt guest sharing only the UUID keeps its ports.
+        func deletePorts(ownedBy domain: String, uuid: String) throws {
             var list: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
             let count = api.network_list_all_ports(handle, &list, 0)
             guard count >= 0, let list else { return }
@@ -193,7 +194,9 @@ public enum LibvirtNetworks {
                 guard let port = list[index] else { continue }
                 defer { _ = api.network_port_free(port) }
                 guard let xml = try? xml(api.network_port_get_xml_desc(port, 0), what: "port"),
-                    xml.firstElement(named: "owner")?.firstElement(named: "uuid")?.text.trimmingWhitespace() == uuid
+                    let owner = xml.firstElement(named: "owner"),
+                    owner.firstElement(named: "uuid")?.text.trimmingWhitespace() == uuid,
+                    owner.firstElement(named: "name")?.text.trimmingWhitespace() == domain
                 else { continue }
                 _ = api.network_port_delete(port, 0)
             }

@@ -228,6 +228,8 @@ public actor VMSupervisor {
             }
             return
         }
+        // The dead run's ports, while this shim still knows them (its run directory is gone).
+        await releaseStalePorts()
         try checkUUIDUnique()
         try await launch(restoring: try await managedSaveToRestore())
     }
@@ -313,11 +315,6 @@ public actor VMSupervisor {
             spec.cpu = spec.cpu.resolvingHostModel(expansion)
             logger.info("host-model CPU: \(expansion.model) with \(expansion.features.count) features listed")
             phases.lap("cpu probe")
-        }
-        if !stalePorts.isEmpty {
-            networkPorts = stalePorts
-            stalePorts = []
-            await releaseNetworkPorts()
         }
         if spec.devices.interfaces.contains(where: { $0.kind == .network }) {
             // Ports on libvirt's networks, taken like libvirt's QEMU driver
@@ -409,6 +406,8 @@ public actor VMSupervisor {
             phases.lap("setup")
             try await attaching?.value
             phases.lap("cgroup-attach")
+            // After the cgroup move: moving a thread into a v1 cpuset resets its affinity.
+            try await pinThreads(client)
             try await runInterfaceScripts(tapNames: launched.tapNames)
             startWatching(client: client, process: launched.process)
             if let saved, let stream, let fd = plan.incomingMigrationFD {
@@ -784,7 +783,6 @@ public actor VMSupervisor {
             try await group.waitForAll()
         }
         try await refreshCharDevicePaths(client)
-        try await pinThreads(client)
     }
 
     /// `<vcpupin>`/`<iothreadpin>` (and, when only `<emulatorpin>` is given,
@@ -798,6 +796,7 @@ public actor VMSupervisor {
             .flatMap { DomainParser.parseCPUSet($0.trimmingWhitespace()) } ?? []
         let fallback = spec.vcpus.cpusetCPUs ?? online
         func pin(_ thread: Int, _ cpus: [Int], _ what: String) throws {
+            guard !cpus.isEmpty else { return }  // no pin and no known CPU list: leave it where it runs
             let set = cpus.map { Int32(clamping: $0) }
             guard cshim_set_thread_affinity(pid_t(clamping: thread), set, set.count) == 0 else {
                 throw ShimError.system(
@@ -892,6 +891,13 @@ public actor VMSupervisor {
     private func removeMacvtapLinks() {
         for link in macvtapLinks { Macvtap.remove(link) }
         macvtapLinks = []
+    }
+
+    private func releaseStalePorts() async {
+        guard !stalePorts.isEmpty else { return }
+        networkPorts += stalePorts
+        stalePorts = []
+        await releaseNetworkPorts()
     }
 
     /// Gives the VM's libvirt network ports back once QEMU is gone; what
@@ -1206,6 +1212,7 @@ public actor VMSupervisor {
             Hugepages.removeDirectory(spec.memoryBacking.hugepageDirectory)
             await removeCgroup()
             await releaseNetworkPorts()
+            await releaseStalePorts()
             removeMacvtapLinks()
         }
         lock = nil
