@@ -36,6 +36,12 @@ public enum ProcFS {
         (try? FileIO.readString("/proc/sys/kernel/random/boot_id"))?.trimmingWhitespace() ?? ""
     }()
 
+    /// The host CPUs that are online now, nil when sysfs does not say.
+    public static func onlineCPUs() -> [Int]? {
+        ((try? FileIO.readStringIfPresent("/sys/devices/system/cpu/online")) ?? nil)
+            .flatMap { DomainParser.parseCPUSet($0.trimmingWhitespace()) }
+    }
+
     /// The fields after "pid (comm)"; comm may contain spaces and parentheses.
     static func statFields(pid: Int32) -> [Substring]? {
         guard let text = try? FileIO.readString("/proc/\(pid)/stat"),

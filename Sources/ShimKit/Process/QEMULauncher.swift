@@ -91,7 +91,7 @@ public enum QEMULauncher {
         }
 
         if let cpus = spec.vcpus.cpusetCPUs,
-            let online = (try? FileIO.readStringIfPresent("/sys/devices/system/cpu/online")).flatMap({ $0 }).flatMap({ DomainParser.parseCPUSet($0.trimmingWhitespace()) }),
+            let online = ProcFS.onlineCPUs(),
             Set(cpus).isDisjoint(with: online)
         {
             throw ShimError(

@@ -792,9 +792,7 @@ public actor VMSupervisor {
     private func pinThreads(_ client: QMPClient) async throws {
         let pinning = spec.pinning
         guard !pinning.isEmpty else { return }
-        let online = (try? FileIO.readStringIfPresent("/sys/devices/system/cpu/online")).flatMap { $0 }
-            .flatMap { DomainParser.parseCPUSet($0.trimmingWhitespace()) } ?? []
-        let fallback = spec.vcpus.cpusetCPUs ?? online
+        let fallback = spec.vcpus.cpusetCPUs ?? ProcFS.onlineCPUs() ?? []
         func pin(_ thread: Int, _ cpus: [Int], _ what: String) throws {
             guard !cpus.isEmpty else { return }  // no pin and no known CPU list: leave it where it runs
             let set = cpus.map { Int32(clamping: $0) }
